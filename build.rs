@@ -1,0 +1,78 @@
+//! Finds the system OpenBLAS before anything is compiled against it, so that a machine without it
+//! gets one clear message naming the package to install instead of a linker error.
+
+use std::env;
+use std::path::Path;
+
+/// Folders where distributions and Homebrew put `libopenblas`.
+const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/opt/homebrew/opt/openblas/lib",
+    "/usr/local/opt/openblas/lib",
+];
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    emit_git_revision();
+
+    // `from-source` leaves finding and building OpenBLAS to openblas-src.
+    if env::var_os("CARGO_FEATURE_SYSTEM").is_none() || env::var_os("DOCS_RS").is_some() {
+        return;
+    }
+    // openblas-src already emits the link flags pkg-config gives; this only checks they exist.
+    if pkg_config::Config::new()
+        .cargo_metadata(false)
+        .probe("openblas")
+        .is_ok()
+    {
+        return;
+    }
+    for dir in LIB_DIRS {
+        let dir = Path::new(dir);
+        if ["libopenblas.so", "libopenblas.dylib", "libopenblas.a"]
+            .iter()
+            .any(|f| dir.join(f).exists())
+        {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            return;
+        }
+    }
+    eprintln!(
+        "\n\naffine-blas: the system OpenBLAS was not found (pkg-config has no `openblas`, and no \
+         libopenblas is in {LIB_DIRS:?}).\n\
+         Install it, then build again:\n  \
+         Debian/Ubuntu: sudo apt-get install -y libopenblas-dev pkg-config\n  \
+         Fedora:        sudo dnf install -y openblas-devel pkgconf-pkg-config\n  \
+         macOS:         brew install openblas pkg-config\n\
+         or run `bash scripts/setup.sh`, which installs it where it may.\n\
+         To build OpenBLAS from source instead (needs network): \
+         cargo build --no-default-features --features from-source\n"
+    );
+    std::process::exit(1);
+}
+
+/// Records the crate's git revision (if built from a checkout) for benchmark reports.
+fn emit_git_revision() {
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=AFFINE_BLAS_GIT_REV={rev}");
+    // HEAD moves on checkout; logs/HEAD grows on every commit.
+    for f in [".git/HEAD", ".git/logs/HEAD"] {
+        if Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
+}

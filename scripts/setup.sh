@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Makes sure the system OpenBLAS (and pkg-config, which build.rs uses to find it) is installed.
+#
+# Installs it when it is missing and installing is allowed: running as root (or with password-less
+# sudo) on a Debian/Ubuntu machine, and AFFINE_BLAS_NO_INSTALL is not set. Otherwise prints the one
+# command to run and exits non-zero. Idempotent and quiet when everything is present.
+set -euo pipefail
+
+have_openblas() {
+  if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openblas 2>/dev/null; then
+    return 0
+  fi
+  # Without pkg-config, look where distributions put the library; build.rs does the same.
+  local d
+  for d in /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib /usr/local/lib \
+           /opt/homebrew/opt/openblas/lib /usr/local/opt/openblas/lib; do
+    if ls "$d"/libopenblas.so "$d"/libopenblas.dylib "$d"/libopenblas.a >/dev/null 2>&1; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+if have_openblas && command -v pkg-config >/dev/null 2>&1; then
+  exit 0
+fi
+
+hint() {
+  echo "affine-blas needs the system OpenBLAS and pkg-config. Install them with one of:" >&2
+  echo "  Debian/Ubuntu: sudo apt-get install -y libopenblas-dev pkg-config" >&2
+  echo "  Fedora:        sudo dnf install -y openblas-devel pkgconf-pkg-config" >&2
+  echo "  macOS:         brew install openblas pkg-config" >&2
+}
+
+if [ -n "${AFFINE_BLAS_NO_INSTALL:-}" ] || ! command -v apt-get >/dev/null 2>&1; then
+  hint
+  exit 1
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo -n)
+else
+  hint
+  exit 1
+fi
+
+echo "setup: installing libopenblas-dev and pkg-config with apt-get" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends libopenblas-dev pkg-config >/dev/null
+have_openblas || { echo "setup: OpenBLAS still not found after installing it" >&2; exit 1; }
+echo "setup: OpenBLAS $(pkg-config --modversion openblas 2>/dev/null || echo '(version unknown)') ready" >&2

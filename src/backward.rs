@@ -1,0 +1,159 @@
+//! The backward pass: `dx = grad·wᵀ`, `dw = xᵀ·grad`, `db = Σ_batch grad`.
+
+use crate::blas::{check_index, gemm};
+use crate::element::Element;
+use crate::error::{fmt2, AffineError, Result};
+use crate::reduce::{sum_rows_into, Par};
+use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+/// Whether a kernel overwrites its output or adds to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accum {
+    /// `out ← result` (the output need not be initialised).
+    #[default]
+    Replace,
+    /// `out ← out + result`: gradient accumulation across micro-batches.
+    Add,
+}
+
+/// Gradients of `y = x·w + b` with respect to `x`, `w` and `b`, written into the caller's buffers.
+///
+/// Shapes: `x: (batch, in)` (the forward input), `w: (in, out)`, `grad = ∂L/∂y: (batch, out)`.
+/// - `dx ← grad·wᵀ`, `(batch, in)`, always overwritten; pass `None` where it is not needed (a first
+///   layer) to skip that GEMM.
+/// - `dw ← xᵀ·grad` (or `dw += xᵀ·grad` with [`Accum::Add`]), `(in, out)`: one GEMM with β = 0 or 1.
+/// - `db ← Σ_batch grad` (or `+=`), `(out)`: the deterministic column sum of
+///   [`crate::reduce::sum_rows_into`], in parallel above [`crate::reduce::PAR_CUTOFF_ELEMENTS`].
+///
+/// The transposes are views (BLAS `Trans` flags), never copies. Allocates nothing unless an
+/// operand's layout cannot go to BLAS (see [`crate::forward_into`]). Batch 0 gives zero `dw`, `db`
+/// (unchanged ones with [`Accum::Add`]).
+///
+/// # Errors
+/// [`AffineError::Shape`] naming every shape if `x`, `w`, `grad`, `dx`, `dw` or `db` disagree;
+/// [`AffineError::TooLargeForBlas`] if a dimension exceeds `i32::MAX`. Nothing is written on error.
+pub fn backward_into<T: Element>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, T>,
+    grad: ArrayView2<'_, T>,
+    dx: Option<ArrayViewMut2<'_, T>>,
+    mut dw: ArrayViewMut2<'_, T>,
+    db: ArrayViewMut1<'_, T>,
+    accum: Accum,
+) -> Result<()> {
+    check_backward(
+        x.dim(),
+        w.dim(),
+        grad.dim(),
+        dx.as_ref().map(|d| d.dim()),
+        dw.dim(),
+        db.len(),
+    )?;
+    if let Some(mut dx) = dx {
+        gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx);
+    }
+    let beta = match accum {
+        Accum::Replace => T::zero(),
+        Accum::Add => T::one(),
+    };
+    gemm(T::one(), &x.t(), &grad, beta, &mut dw);
+    sum_rows_into(grad, db, accum, Par::Auto)
+}
+
+/// Checks the backward shapes against `x: (batch, in)` and `w: (in, out)`.
+pub(crate) fn check_backward(
+    x: (usize, usize),
+    w: (usize, usize),
+    grad: (usize, usize),
+    dx: Option<(usize, usize)>,
+    dw: (usize, usize),
+    db: usize,
+) -> Result<()> {
+    const OP: &str = "backward";
+    check_index(OP, "x", x)?;
+    check_index(OP, "w", w)?;
+    check_index(OP, "grad", grad)?;
+    let (batch, inp) = x;
+    let out = w.1;
+    let broken = if inp != w.0 {
+        "x's columns must equal w's rows (in)"
+    } else if grad != (batch, out) {
+        "grad must be (x's rows, w's columns) = (batch, out)"
+    } else if dx.is_some_and(|d| d != x) {
+        "dx must have x's shape (batch, in)"
+    } else if dw != w {
+        "dw must have w's shape (in, out)"
+    } else if db != out {
+        "db's length must equal w's columns (out)"
+    } else {
+        return Ok(());
+    };
+    let dx = dx.map_or_else(|| "none".to_string(), fmt2);
+    Err(AffineError::Shape {
+        op: OP,
+        detail: format!(
+            "x is {}, w is {}, grad is {}, dx is {dx}, dw is {}, db has length {db}: {broken}",
+            fmt2(x),
+            fmt2(w),
+            fmt2(grad),
+            fmt2(dw)
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2, Array1, Array2};
+
+    #[test]
+    fn small_exact_case() {
+        let x = arr2(&[[1.0f64, 2.0], [3.0, -1.0], [0.0, 1.0]]); // (3, 2)
+        let w = arr2(&[[1.0, 0.0, 2.0], [-1.0, 1.0, 0.0]]); // (2, 3)
+        let g = arr2(&[[1.0, 0.0, 1.0], [0.0, 2.0, 0.0], [1.0, 1.0, -1.0]]); // (3, 3)
+        let mut dx = Array2::from_elem((3, 2), f64::NAN);
+        let mut dw = Array2::from_elem((2, 3), f64::NAN);
+        let mut db = Array1::from_elem(3, f64::NAN);
+        let dxv = Some(dx.view_mut());
+        backward_into(
+            x.view(),
+            w.view(),
+            g.view(),
+            dxv,
+            dw.view_mut(),
+            db.view_mut(),
+            Accum::Replace,
+        )
+        .unwrap();
+        assert_eq!(dx, arr2(&[[3.0, -1.0], [0.0, 2.0], [-1.0, 0.0]]));
+        assert_eq!(dw, arr2(&[[1.0, 6.0, 1.0], [3.0, -1.0, 1.0]]));
+        assert_eq!(db, arr1(&[2.0, 3.0, 0.0]));
+        backward_into(
+            x.view(),
+            w.view(),
+            g.view(),
+            None,
+            dw.view_mut(),
+            db.view_mut(),
+            Accum::Add,
+        )
+        .unwrap();
+        assert_eq!(dw, arr2(&[[2.0, 12.0, 2.0], [6.0, -2.0, 2.0]]));
+        assert_eq!(db, arr1(&[4.0, 6.0, 0.0]));
+    }
+
+    #[test]
+    fn messages_name_every_shape() {
+        let e = check_backward((4, 3), (3, 2), (5, 2), None, (3, 2), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x is 4 × 3") && e.contains("grad is 5 × 2"),
+            "{e}"
+        );
+        let e = check_backward((4, 3), (3, 2), (4, 2), Some((4, 2)), (3, 2), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dx is 4 × 2"), "{e}");
+    }
+}

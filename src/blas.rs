@@ -1,0 +1,242 @@
+//! BLAS plumbing: which layouts ndarray hands to BLAS, the GEMM every kernel calls, and the
+//! OpenBLAS thread and build queries.
+//!
+//! ndarray's `general_mat_mul` calls `cblas_?gemm` only when every operand is contiguous along
+//! one axis with a positive leading stride that fits an `i32`; otherwise it silently runs a pure-Rust
+//! loop several times slower. [`gemm`] checks the same conditions first and copies an operand that
+//! fails them into a contiguous buffer, so every product of this crate reaches BLAS.
+
+use crate::element::Element;
+use crate::error::{fmt2, AffineError, Result};
+use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, ArrayViewMut2};
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+
+/// The memory order BLAS is told an operand has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlasOrder {
+    /// Row-major: unit stride along columns (`CblasRowMajor` / `CblasNoTrans`).
+    C,
+    /// Column-major: unit stride along rows, e.g. a transposed view (`CblasTrans`).
+    F,
+}
+
+/// BLAS's index type is `i32`: no dimension or stride may exceed this.
+pub const BLAS_INDEX_MAX: usize = i32::MAX as usize;
+
+/// The order BLAS can read `a` in without a copy, or `None` when ndarray would fall back to its
+/// pure-Rust loop. Mirrors ndarray 0.17's `get_blas_compatible_layout` (preferring C).
+pub fn blas_order<T>(a: &ArrayView2<'_, T>) -> Option<BlasOrder> {
+    let (rows, cols) = a.dim();
+    let s = a.strides();
+    [BlasOrder::C, BlasOrder::F]
+        .into_iter()
+        .find(|&order| is_blas_2d(rows, cols, s[0], s[1], order))
+}
+
+fn is_blas_2d(m: usize, n: usize, s0: isize, s1: isize, order: BlasOrder) -> bool {
+    let (inner_stride, outer_stride, inner_dim, outer_dim) = match order {
+        BlasOrder::C => (s1, s0, m, n),
+        BlasOrder::F => (s0, s1, n, m),
+    };
+    let max = BLAS_INDEX_MAX as isize;
+    (inner_stride == 1 || outer_dim == 1)
+        && s0 >= 1
+        && s1 >= 1
+        && s0 <= max
+        && s1 <= max
+        // the leading stride must cover a whole row/column: no overlap or broadcasting
+        && !(inner_dim > 1 && (outer_stride as usize) < outer_dim)
+        && m <= BLAS_INDEX_MAX
+        && n <= BLAS_INDEX_MAX
+}
+
+/// Checks that a `(rows, cols)` operand named `name` fits BLAS's 32-bit index.
+pub(crate) fn check_index(op: &'static str, name: &str, dim: (usize, usize)) -> Result<()> {
+    if dim.0 > BLAS_INDEX_MAX || dim.1 > BLAS_INDEX_MAX {
+        return Err(AffineError::TooLargeForBlas {
+            op,
+            detail: format!("{name} ({})", fmt2(dim)),
+        });
+    }
+    Ok(())
+}
+
+/// `c ← α·a·b + β·c` through BLAS, whatever the operands' layouts.
+///
+/// Shapes: `a: (m, k)`, `b: (k, n)`, `c: (m, n)`, already checked by the caller, each dimension
+/// within [`BLAS_INDEX_MAX`]. With `β = 0`, `c` need not be initialised (NaN is overwritten).
+/// Operands that BLAS cannot read in place (negative, zero or non-unit inner strides) are copied
+/// once into a contiguous buffer; only that case allocates. When `k = 0` the product is empty and
+/// `c ← β·c`, which BLAS would also do but ndarray's fallback does not promise.
+pub(crate) fn gemm<T: Element>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) {
+    debug_assert_eq!(a.ncols(), b.nrows());
+    debug_assert_eq!(c.dim(), (a.nrows(), b.ncols()));
+    if c.is_empty() {
+        return;
+    }
+    if a.ncols() == 0 {
+        if beta == T::zero() {
+            c.fill(T::zero());
+        } else if beta != T::one() {
+            c.mapv_inplace(|v| v * beta);
+        }
+        return;
+    }
+    let a_copy: Option<Array2<T>> = blas_order(a)
+        .is_none()
+        .then(|| a.as_standard_layout().into_owned());
+    let b_copy: Option<Array2<T>> = blas_order(b)
+        .is_none()
+        .then(|| b.as_standard_layout().into_owned());
+    let a = a_copy.as_ref().map_or_else(|| a.view(), |m| m.view());
+    let b = b_copy.as_ref().map_or_else(|| b.view(), |m| m.view());
+    if blas_order(&c.view()).is_some() {
+        general_mat_mul(alpha, &a, &b, beta, c);
+    } else {
+        let mut tmp = c.as_standard_layout().into_owned();
+        general_mat_mul(alpha, &a, &b, beta, &mut tmp);
+        c.assign(&tmp);
+    }
+}
+
+mod ffi {
+    use std::os::raw::{c_char, c_int};
+    extern "C" {
+        pub fn openblas_get_config() -> *const c_char;
+        pub fn openblas_get_corename() -> *const c_char;
+        pub fn openblas_get_num_threads() -> c_int;
+        pub fn openblas_set_num_threads(n: c_int);
+    }
+}
+
+fn c_str(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::from("unknown");
+    }
+    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string (checked non-null).
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// The linked OpenBLAS's build configuration, e.g.
+/// `"OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64"`.
+pub fn openblas_config() -> String {
+    // SAFETY: FFI call without arguments; returns a static string or null (handled by c_str).
+    c_str(unsafe { ffi::openblas_get_config() })
+}
+
+/// The CPU kernel family OpenBLAS selected at run time, e.g. `"SkylakeX"`.
+pub fn openblas_core() -> String {
+    // SAFETY: as in openblas_config.
+    c_str(unsafe { ffi::openblas_get_corename() })
+}
+
+/// How many threads each OpenBLAS call may use.
+pub fn openblas_threads() -> usize {
+    // SAFETY: FFI call without arguments that reads an integer.
+    let n = unsafe { ffi::openblas_get_num_threads() };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Sets how many threads each OpenBLAS call may use (process-wide; clamped to `1..=i32::MAX`).
+pub fn set_openblas_threads(n: usize) {
+    let n = c_int::try_from(n.max(1)).unwrap_or(c_int::MAX);
+    // SAFETY: FFI call with a positive thread count, which OpenBLAS accepts at any time.
+    unsafe { ffi::openblas_set_num_threads(n) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array2};
+
+    #[test]
+    fn orders_of_common_views() {
+        let a = Array2::<f32>::zeros((16, 9));
+        assert_eq!(blas_order(&a.view()), Some(BlasOrder::C));
+        assert_eq!(blas_order(&a.t()), Some(BlasOrder::F));
+        // a column block of a row-major matrix keeps unit inner stride and its leading stride
+        assert_eq!(blas_order(&a.slice(s![2..10, 1..5])), Some(BlasOrder::C));
+        // every other column: no unit stride in either direction
+        assert_eq!(blas_order(&a.slice(s![.., ..;2])), None);
+        // reversed rows: negative stride
+        assert_eq!(blas_order(&a.slice(s![..;-1, ..])), None);
+        // ndarray gives a length-1 axis of a slice stride 0, which its BLAS check refuses
+        let col = a.slice(s![.., 3..4]);
+        assert_eq!(col.strides(), &[9, 0]);
+        assert_eq!(blas_order(&col), None);
+        // broadcast: zero stride
+        let row = ndarray::Array1::<f32>::zeros(9);
+        assert_eq!(blas_order(&row.broadcast((4, 9)).unwrap()), None);
+    }
+
+    #[test]
+    fn index_limit() {
+        assert!(check_index("t", "x", (BLAS_INDEX_MAX, 1)).is_ok());
+        let e = check_index("t", "x", (BLAS_INDEX_MAX + 1, 3)).unwrap_err();
+        assert!(matches!(e, AffineError::TooLargeForBlas { .. }));
+        assert!(e
+            .to_string()
+            .contains(&format!("{} × 3", BLAS_INDEX_MAX + 1)));
+    }
+
+    #[test]
+    fn gemm_handles_every_layout() {
+        // reference by hand: a (3×2) · b (2×4)
+        let a = ndarray::arr2(&[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]);
+        let b = ndarray::arr2(&[[1.0, 0.0, 2.0, -1.0], [0.5, 1.0, 0.0, 3.0]]);
+        let want = ndarray::arr2(&[
+            [2.0, 2.0, 2.0, 5.0],
+            [5.0, 4.0, 6.0, 9.0],
+            [8.0, 6.0, 10.0, 13.0],
+        ]);
+        // reversed-row copies exercise the copy path, transposes the F path
+        let a_rev = a.slice(s![..;-1, ..]).to_owned();
+        let a_neg = a_rev.slice(s![..;-1, ..]);
+        let mut c_store = Array2::<f64>::from_elem((3, 4), f64::NAN);
+        let mut c = c_store.slice_mut(s![..;-1, ..]);
+        gemm(1.0, &a_neg, &b.view(), 0.0, &mut c);
+        assert_eq!(c, want);
+        let mut c_f = Array2::<f64>::from_elem((4, 3), f64::NAN);
+        gemm(
+            1.0,
+            &a.view(),
+            &b.view(),
+            0.0,
+            &mut c_f.view_mut().reversed_axes(),
+        );
+        assert_eq!(c_f.t(), want);
+        let mut c2 = Array2::<f64>::ones((3, 4));
+        gemm(2.0, &a.view(), &b.view(), 1.0, &mut c2.view_mut());
+        assert_eq!(c2, want.mapv(|v| 2.0 * v + 1.0));
+    }
+
+    #[test]
+    fn gemm_with_empty_inner_dimension() {
+        let a = Array2::<f32>::zeros((3, 0));
+        let b = Array2::<f32>::zeros((0, 2));
+        let mut c = Array2::<f32>::from_elem((3, 2), f32::NAN);
+        gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
+        assert!(c.iter().all(|&v| v == 0.0));
+        let mut c = Array2::<f32>::from_elem((3, 2), 2.0);
+        gemm(1.0, &a.view(), &b.view(), 1.0, &mut c.view_mut());
+        assert!(c.iter().all(|&v| v == 2.0));
+    }
+
+    #[test]
+    fn openblas_reports_itself() {
+        assert!(
+            openblas_config().contains("OpenBLAS"),
+            "{}",
+            openblas_config()
+        );
+        assert!(!openblas_core().is_empty());
+        assert!(openblas_threads() >= 1);
+    }
+}

@@ -1,0 +1,98 @@
+//! The forward pass: `y = x·w + b`.
+
+use crate::blas::{check_index, gemm};
+use crate::element::Element;
+use crate::error::{fmt2, AffineError, Result};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
+
+/// `y ← x·w + b`, written into the caller's `y`.
+///
+/// Shapes: `x: (batch, in)`, `w: (in, out)`, `b: (out)`, `y: (batch, out)`. The bias is fused into
+/// the GEMM: `y` is filled with `b` in every row, then `y ← 1·x·w + 1·y` is one BLAS call, so `y`
+/// need not be initialised. Any layout is accepted (transposed and sliced views go to BLAS
+/// without a copy); a layout BLAS cannot read is copied once, and only then does this allocate.
+///
+/// # Errors
+/// [`AffineError::Shape`] if `x`'s columns ≠ `w`'s rows, `b`'s length ≠ `w`'s columns, or
+/// `y` ≠ `(batch, out)`; [`AffineError::TooLargeForBlas`] if a dimension exceeds `i32::MAX`.
+/// Nothing is written on error.
+pub fn forward_into<T: Element>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, T>,
+    b: ArrayView1<'_, T>,
+    mut y: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    check_forward(x.dim(), w.dim(), b.len(), y.dim())?;
+    y.assign(&b);
+    gemm(T::one(), &x, &w, T::one(), &mut y);
+    Ok(())
+}
+
+/// Checks the forward shapes: `x: (batch, in)`, `w: (in, out)`, `b: (out)`, `y: (batch, out)`.
+pub(crate) fn check_forward(
+    x: (usize, usize),
+    w: (usize, usize),
+    b: usize,
+    y: (usize, usize),
+) -> Result<()> {
+    const OP: &str = "forward";
+    check_index(OP, "x", x)?;
+    check_index(OP, "w", w)?;
+    let all = || {
+        format!(
+            "x is {}, w is {}, b has length {b}, y is {}",
+            fmt2(x),
+            fmt2(w),
+            fmt2(y)
+        )
+    };
+    let broken = if x.1 != w.0 {
+        "x's columns must equal w's rows (in)"
+    } else if b != w.1 {
+        "b's length must equal w's columns (out)"
+    } else if y != (x.0, w.1) {
+        "y must be (x's rows, w's columns) = (batch, out)"
+    } else {
+        return Ok(());
+    };
+    Err(AffineError::Shape {
+        op: OP,
+        detail: format!("{}: {broken}", all()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{arr1, arr2, Array2};
+
+    #[test]
+    fn small_exact_case() {
+        // integers: exact in any summation order
+        let x = arr2(&[[1.0f32, 2.0, 3.0], [-1.0, 0.0, 2.0]]);
+        let w = arr2(&[[1.0f32, 0.0], [0.0, 1.0], [2.0, -1.0]]);
+        let b = arr1(&[10.0f32, 20.0]);
+        let mut y = Array2::from_elem((2, 2), f32::NAN);
+        forward_into(x.view(), w.view(), b.view(), y.view_mut()).unwrap();
+        assert_eq!(y, arr2(&[[17.0, 19.0], [13.0, 18.0]]));
+    }
+
+    #[test]
+    fn messages_name_every_shape() {
+        let e = check_forward((5, 3), (4, 2), 2, (5, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x is 5 × 3") && e.contains("w is 4 × 2") && e.contains("in"),
+            "{e}"
+        );
+        let e = check_forward((5, 4), (4, 2), 3, (5, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("length 3") && e.contains("out"), "{e}");
+        let e = check_forward((5, 4), (4, 2), 2, (4, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("y is 4 × 2"), "{e}");
+    }
+}

@@ -1,0 +1,249 @@
+//! The stateful layer: parameters, their gradients and the cached input, as in the notebook.
+
+use crate::backward::{backward_into, check_backward, Accum};
+use crate::blas::check_index;
+use crate::element::Element;
+use crate::error::{fmt2, AffineError, Result};
+use crate::forward::{check_forward, forward_into};
+use crate::init::{draw, Init};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+/// An affine (dense, fully connected) layer `y = x·w + b` with `w: (in, out)`, `b: (out)`.
+///
+/// It owns its parameters, their gradients `dw: (in, out)`, `db: (out)`, a copy of the last
+/// forward input `x: (batch, in)` (so the caller's buffer may be reused at once), and its output
+/// and `dx` buffers. Buffers grow to the largest batch seen and are reused after that: a
+/// steady-state `forward`/`backward` allocates nothing.
+///
+/// ```
+/// use affine_blas::{Affine, Init};
+/// use ndarray::array;
+///
+/// let mut layer = Affine::<f64>::new(3, 2, Init::He, 42)?;
+/// let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];           // (batch = 2, in = 3)
+/// let y = layer.forward(x.view())?.to_owned();                  // (2, 2) = x·w + b
+/// let dx = layer.backward(array![[1.0, 0.0], [0.0, 1.0]].view())?; // ∂L/∂x: (2, 3)
+/// assert_eq!(dx.dim(), (2, 3));
+/// let g = layer.grad_param().expect("after backward");
+/// assert_eq!(g.b, array![1.0, 1.0].view());                    // db = Σ_batch grad
+/// # let _ = y;
+/// # Ok::<(), affine_blas::AffineError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Affine<T: Element> {
+    w: Array2<T>,
+    b: Array1<T>,
+    dw: Array2<T>,
+    db: Array1<T>,
+    /// Cached forward input; its first `batch` rows are live, the rest is spare capacity.
+    x: Array2<T>,
+    /// Forward output, same row convention.
+    y: Array2<T>,
+    /// Input gradient, same row convention.
+    dx: Array2<T>,
+    /// Batch of the cached input; `None` before the first forward.
+    batch: Option<usize>,
+    /// Whether `dx`, `dw` and `db` hold the gradients of a backward pass.
+    has_grad: bool,
+}
+
+/// The layer's parameters, named as the notebook's `param` dictionary.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a, T> {
+    /// `w: (in, out)`.
+    pub w: ArrayView2<'a, T>,
+    /// `b: (out)`.
+    pub b: ArrayView1<'a, T>,
+}
+
+/// The last backward pass's gradients, named as the notebook's `grad_param` dictionary.
+#[derive(Debug, Clone, Copy)]
+pub struct GradParams<'a, T> {
+    /// `dx = grad·wᵀ: (batch, in)`.
+    pub x: ArrayView2<'a, T>,
+    /// `dw = xᵀ·grad: (in, out)`.
+    pub w: ArrayView2<'a, T>,
+    /// `db = Σ_batch grad: (out)`.
+    pub b: ArrayView1<'a, T>,
+}
+
+/// Makes `buf` hold at least `rows` rows (keeping its columns); allocates only to grow.
+fn reserve_rows<T: Element>(buf: &mut Array2<T>, rows: usize) {
+    if buf.nrows() < rows {
+        *buf = Array2::zeros((rows, buf.ncols()));
+    }
+}
+
+impl<T: Element> Affine<T> {
+    /// A layer with `w: (in_dim, out_dim)` drawn from `init` by a generator seeded with `seed`,
+    /// and `b = 0`.
+    ///
+    /// # Errors
+    /// [`AffineError::InvalidArgument`] for a zero dimension or a non-finite scale;
+    /// [`AffineError::TooLargeForBlas`] for a dimension over `i32::MAX`.
+    pub fn new(in_dim: usize, out_dim: usize, init: Init, seed: u64) -> Result<Self> {
+        check_dims(in_dim, out_dim)?;
+        let w = draw(in_dim, out_dim, init, seed)?;
+        Self::from_params(w, Array1::zeros(out_dim))
+    }
+
+    /// A layer with the given `w: (in, out)` and `b: (out)` (copied into row-major order).
+    ///
+    /// # Errors
+    /// [`AffineError::Shape`] if `b`'s length ≠ `w`'s columns; as [`Affine::new`] for the sizes.
+    pub fn from_params(w: Array2<T>, b: Array1<T>) -> Result<Self> {
+        let (in_dim, out_dim) = w.dim();
+        if b.len() != out_dim {
+            return Err(AffineError::Shape {
+                op: "from_params",
+                detail: format!(
+                    "w is {} but b has length {}: b's length must equal w's columns (out)",
+                    fmt2(w.dim()),
+                    b.len()
+                ),
+            });
+        }
+        check_dims(in_dim, out_dim)?;
+        Ok(Affine {
+            w: w.as_standard_layout().into_owned(),
+            b: b.as_standard_layout().into_owned(),
+            dw: Array2::zeros((in_dim, out_dim)),
+            db: Array1::zeros(out_dim),
+            x: Array2::zeros((0, in_dim)),
+            y: Array2::zeros((0, out_dim)),
+            dx: Array2::zeros((0, in_dim)),
+            batch: None,
+            has_grad: false,
+        })
+    }
+
+    /// Input features (`w`'s rows).
+    pub fn in_dim(&self) -> usize {
+        self.w.nrows()
+    }
+
+    /// Output features (`w`'s columns).
+    pub fn out_dim(&self) -> usize {
+        self.w.ncols()
+    }
+
+    /// `y = x·w + b` for `x: (batch, in)`; returns `y: (batch, out)`, a view of the layer's own
+    /// output buffer. Caches a copy of `x` for [`Affine::backward`].
+    ///
+    /// # Errors
+    /// [`AffineError::Shape`] if `x`'s columns ≠ `in`; [`AffineError::TooLargeForBlas`] if
+    /// `batch` exceeds `i32::MAX`. The layer is unchanged on error.
+    pub fn forward(&mut self, x: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
+        let batch = x.nrows();
+        check_forward(x.dim(), self.w.dim(), self.b.len(), (batch, self.out_dim()))?;
+        reserve_rows(&mut self.x, batch);
+        reserve_rows(&mut self.y, batch);
+        let mut xc = self.x.slice_mut(s![..batch, ..]);
+        xc.assign(&x);
+        forward_into(
+            xc.view(),
+            self.w.view(),
+            self.b.view(),
+            self.y.slice_mut(s![..batch, ..]),
+        )?;
+        self.batch = Some(batch);
+        Ok(self.y.slice(s![..batch, ..]))
+    }
+
+    /// Gradients for `grad = ∂L/∂y: (batch, out)` of the last forward: stores `dw = xᵀ·grad`,
+    /// `db = Σ_batch grad` and returns `dx = grad·wᵀ: (batch, in)`.
+    ///
+    /// # Errors
+    /// [`AffineError::BackwardBeforeForward`] before any forward; [`AffineError::Shape`] if
+    /// `grad` ≠ `(batch, out)` with the cached batch. The layer is unchanged on error.
+    pub fn backward(&mut self, grad: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
+        self.backward_with(grad, Accum::Replace)
+    }
+
+    /// As [`Affine::backward`], but adds to `dw` and `db` instead of overwriting them: gradient
+    /// accumulation across micro-batches (clear them with [`Affine::zero_grad`]).
+    ///
+    /// # Errors
+    /// As [`Affine::backward`].
+    pub fn backward_accumulate(&mut self, grad: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
+        self.backward_with(grad, Accum::Add)
+    }
+
+    fn backward_with(
+        &mut self,
+        grad: ArrayView2<'_, T>,
+        accum: Accum,
+    ) -> Result<ArrayView2<'_, T>> {
+        let batch = self.batch.ok_or(AffineError::BackwardBeforeForward)?;
+        let x_dim = (batch, self.in_dim());
+        check_backward(
+            x_dim,
+            self.w.dim(),
+            grad.dim(),
+            Some(x_dim),
+            self.dw.dim(),
+            self.db.len(),
+        )?;
+        reserve_rows(&mut self.dx, batch);
+        backward_into(
+            self.x.slice(s![..batch, ..]),
+            self.w.view(),
+            grad,
+            Some(self.dx.slice_mut(s![..batch, ..])),
+            self.dw.view_mut(),
+            self.db.view_mut(),
+            accum,
+        )?;
+        self.has_grad = true;
+        Ok(self.dx.slice(s![..batch, ..]))
+    }
+
+    /// Sets `dw` and `db` to zero (before accumulating micro-batches).
+    pub fn zero_grad(&mut self) {
+        self.dw.fill(T::zero());
+        self.db.fill(T::zero());
+    }
+
+    /// The parameters `w` and `b`, as the notebook's `param`.
+    pub fn param(&self) -> Params<'_, T> {
+        Params {
+            w: self.w.view(),
+            b: self.b.view(),
+        }
+    }
+
+    /// The gradients of the last backward pass (`x` ↦ dx, `w` ↦ dw, `b` ↦ db), as the notebook's
+    /// `grad_param`; `None` before the first backward.
+    pub fn grad_param(&self) -> Option<GradParams<'_, T>> {
+        let batch = self.batch.filter(|_| self.has_grad)?;
+        Some(GradParams {
+            x: self.dx.slice(s![..batch, ..]),
+            w: self.dw.view(),
+            b: self.db.view(),
+        })
+    }
+
+    /// `w: (in, out)`, mutable (for optimiser updates).
+    pub fn w_mut(&mut self) -> ArrayViewMut2<'_, T> {
+        self.w.view_mut()
+    }
+
+    /// `b: (out)`, mutable (for optimiser updates).
+    pub fn b_mut(&mut self) -> ArrayViewMut1<'_, T> {
+        self.b.view_mut()
+    }
+
+    /// The cached input of the last forward, `(batch, in)`; `None` before the first forward.
+    pub fn cached_input(&self) -> Option<ArrayView2<'_, T>> {
+        self.batch.map(|batch| self.x.slice(s![..batch, ..]))
+    }
+}
+
+fn check_dims(in_dim: usize, out_dim: usize) -> Result<()> {
+    if in_dim == 0 || out_dim == 0 {
+        return Err(AffineError::InvalidArgument(format!(
+            "layer dimensions must be positive, got in = {in_dim}, out = {out_dim}"
+        )));
+    }
+    check_index("new", "w", (in_dim, out_dim))
+}

@@ -2,6 +2,7 @@
 
 use ndarray::LinalgScalar;
 use num_traits::Float;
+use std::cell::RefCell;
 use std::fmt::{Debug, Display};
 
 mod sealed {
@@ -22,18 +23,39 @@ pub trait Element:
 
     /// Rounds an `f64` to this type (exact for `f64`).
     fn from_f64(v: f64) -> Self;
+
+    /// Runs `f` on a zeroed scratch slice of `len` elements owned by the calling thread and
+    /// reused across calls, so a steady-state caller allocates nothing. (A nested call on the same
+    /// thread, e.g. from a task rayon stole while waiting, gets a fresh buffer instead.)
+    #[doc(hidden)]
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 }
 
-impl Element for f32 {
-    const NAME: &'static str = "f32";
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
+macro_rules! element {
+    ($t:ty) => {
+        impl Element for $t {
+            const NAME: &'static str = stringify!($t);
+
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+
+            fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static SCRATCH: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        buf.clear();
+                        buf.resize(len, 0.0);
+                        f(&mut buf)
+                    }
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+        }
+    };
 }
 
-impl Element for f64 {
-    const NAME: &'static str = "f64";
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
+element!(f32);
+element!(f64);

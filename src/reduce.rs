@@ -1,25 +1,33 @@
 //! The batch reduction of the backward pass: `db = Σ_batch grad`, a column sum.
 //!
-//! Deterministic by construction: every column is summed by one task, top row to bottom row, so
-//! the result is bit-identical between the serial and the parallel path, for any thread count,
-//! any rayon scheduling and either memory order of `grad`. Parallelism splits the columns, never
-//! a column's sum, so no partial sums and no scratch buffer are needed.
+//! Deterministic by construction: the rows of `grad` are cut into fixed chunks of
+//! [`ROWS_PER_CHUNK`] rows (cut by the shape alone, never by the thread count), each chunk's
+//! column sums are taken top row to bottom row, and the chunk sums are added in chunk order. The
+//! serial and the parallel path run exactly these additions, so their results are bit-identical
+//! for any thread count, any rayon scheduling and either memory order of `grad`.
+//!
+//! Parallelism splits the chunks (rows), not the columns: each task then streams a contiguous
+//! block of a row-major `grad`. Splitting the columns instead made every task read half of each
+//! row and jump a page ahead, which defeated the hardware prefetcher: 3× slower than serial at
+//! 8M elements on the 2-core development machine.
 
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::Accum;
 use ndarray::{ArrayView2, ArrayViewMut1, Axis, Zip};
 
-/// Number of `grad` elements from which [`sum_rows_into`] splits the columns across rayon's
-/// threads.
-///
-/// Measured on the 2-core development machine (`cargo bench --bench reduce`): below ~2M elements the
-/// serial loop wins or ties, since rayon's fork-join and a cold worker cost 5–40 µs and the
-/// serial loop already runs near memory bandwidth; the column split pulls ahead only above it.
-pub const PAR_CUTOFF_ELEMENTS: usize = 1 << 21;
+/// Rows summed by one task before its sums are added to the others', in chunk order.
+pub const ROWS_PER_CHUNK: usize = 512;
 
-/// Columns handed to one rayon task at the least: keeps each task's rows long enough to vectorise.
-const MIN_COLS_PER_TASK: usize = 256;
+/// Number of `grad` elements from which [`sum_rows_into`] (with [`Par::Auto`]) runs its chunks on
+/// rayon's threads.
+///
+/// Measured on the 2-core development machine (`cargo bench --bench reduce`, f32, 1024 columns,
+/// median µs, serial / rayon from inside the pool / rayon from the main thread): 1M elements
+/// 98–106 / 68 / 97, 2M 187–227 / 128 / 146, 4M 413–421 / 236 / 324, 8M 1110–1428 / 725 / 1050.
+/// Below 1M elements there is at most one chunk per thread's worth of work and waking a worker
+/// (5–40 µs) eats the gain. The README has the whole table.
+pub const PAR_CUTOFF_ELEMENTS: usize = 1 << 20;
 
 /// How [`sum_rows_into`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,14 +37,19 @@ pub enum Par {
     Auto,
     /// Always serial.
     Seq,
-    /// Always split across rayon's threads (when there are columns to split).
+    /// Always on rayon's threads (when there is more than one chunk).
     Rayon,
 }
 
 /// `db ← Σ_rows grad` (or `db += Σ_rows grad` with [`Accum::Add`]).
 ///
 /// Shapes: `grad: (batch, out)`, `db: (out)`. Batch 0 gives zeros (or leaves `db` as it was when
-/// accumulating). Allocates nothing.
+/// accumulating). The additions are those of the module docs whatever `par` says. Allocates
+/// nothing in steady state: the chunk sums of a batch over [`ROWS_PER_CHUNK`] rows live in a
+/// scratch buffer the calling thread keeps and reuses.
+///
+/// # Errors
+/// [`AffineError::Shape`] if `db`'s length ≠ `grad`'s columns; nothing is written then.
 pub fn sum_rows_into<T: Element>(
     grad: ArrayView2<'_, T>,
     mut db: ArrayViewMut1<'_, T>,
@@ -56,36 +69,59 @@ pub fn sum_rows_into<T: Element>(
     if accum == Accum::Replace {
         db.fill(T::zero());
     }
+    let (rows, cols) = grad.dim();
+    if rows <= ROWS_PER_CHUNK || cols == 0 {
+        add_column_sums(grad, db);
+        return Ok(());
+    }
     let parallel = match par {
         Par::Auto => grad.len() >= PAR_CUTOFF_ELEMENTS,
         Par::Seq => false,
         Par::Rayon => true,
-    };
-    if parallel && rayon::current_num_threads() > 1 && grad.ncols() > 1 {
-        let min_cols = MIN_COLS_PER_TASK.min(grad.ncols().div_ceil(rayon::current_num_threads()));
-        split_columns(grad, db, min_cols.max(1));
-    } else {
-        add_column_sums(grad, db);
-    }
+    } && rayon::current_num_threads() > 1;
+    // Chunk 0 adds straight into db; chunks 1.. sum into their own rows of the scratch.
+    let (first, rest) = grad.split_at(Axis(0), ROWS_PER_CHUNK);
+    let n_rest = rows.div_ceil(ROWS_PER_CHUNK) - 1;
+    T::with_scratch(n_rest * cols, |scratch| {
+        if parallel {
+            rayon::join(
+                || add_column_sums(first, db.view_mut()),
+                || sum_chunks_par(rest, scratch, cols),
+            );
+        } else {
+            add_column_sums(first, db.view_mut());
+            for (chunk, part) in rest
+                .axis_chunks_iter(Axis(0), ROWS_PER_CHUNK)
+                .zip(scratch.chunks_mut(cols))
+            {
+                add_column_sums(chunk, part.into());
+            }
+        }
+        for part in scratch.chunks(cols) {
+            Zip::from(&mut db).and(part).for_each(|d, &p| *d = *d + p);
+        }
+    });
     Ok(())
 }
 
-fn split_columns<T: Element>(grad: ArrayView2<'_, T>, db: ArrayViewMut1<'_, T>, min_cols: usize) {
-    let n = grad.ncols();
-    if n < 2 * min_cols {
-        add_column_sums(grad, db);
+/// Sums each `ROWS_PER_CHUNK`-row chunk of `grad` into its own `cols`-long piece of `parts`,
+/// splitting the chunks in halves across rayon's threads.
+fn sum_chunks_par<T: Element>(grad: ArrayView2<'_, T>, parts: &mut [T], cols: usize) {
+    let chunks = parts.len() / cols;
+    if chunks <= 1 {
+        add_column_sums(grad, parts.into());
         return;
     }
-    let mid = n / 2;
-    let (g_left, g_right) = grad.split_at(Axis(1), mid);
-    let (d_left, d_right) = db.split_at(Axis(0), mid);
+    let mid = chunks / 2;
+    let (g_lo, g_hi) = grad.split_at(Axis(0), mid * ROWS_PER_CHUNK);
+    let (p_lo, p_hi) = parts.split_at_mut(mid * cols);
     rayon::join(
-        || split_columns(g_left, d_left, min_cols),
-        || split_columns(g_right, d_right, min_cols),
+        || sum_chunks_par(g_lo, p_lo, cols),
+        || sum_chunks_par(g_hi, p_hi, cols),
     );
 }
 
-/// `db += Σ_rows grad`, each column summed top to bottom: the one summation order of the crate.
+/// `db += Σ_rows grad`, each column summed top to bottom.
 fn add_column_sums<T: Element>(grad: ArrayView2<'_, T>, mut db: ArrayViewMut1<'_, T>) {
     let row_major = grad.strides()[1].unsigned_abs() <= grad.strides()[0].unsigned_abs();
     if row_major {
@@ -114,45 +150,76 @@ mod tests {
         })
     }
 
+    fn bits(a: &Array1<f32>) -> Vec<u32> {
+        a.iter().map(|v| v.to_bits()).collect()
+    }
+
     #[test]
     fn serial_and_parallel_are_bit_identical() {
-        let g = pseudo(333, 1500);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .unwrap();
-        let mut seq = Array1::zeros(1500);
+        // 2100 rows: five chunks, the last one short
+        let g = pseudo(2100, 300);
+        let mut seq = Array1::zeros(300);
         sum_rows_into(g.view(), seq.view_mut(), Accum::Replace, Par::Seq).unwrap();
-        for _ in 0..20 {
-            let mut par = Array1::from_elem(1500, f32::NAN);
-            pool.install(|| sum_rows_into(g.view(), par.view_mut(), Accum::Replace, Par::Rayon))
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
                 .unwrap();
-            assert!(seq
-                .iter()
-                .zip(&par)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            for _ in 0..10 {
+                let mut par = Array1::from_elem(300, f32::NAN);
+                pool.install(|| {
+                    sum_rows_into(g.view(), par.view_mut(), Accum::Replace, Par::Rayon)
+                })
+                .unwrap();
+                assert_eq!(bits(&seq), bits(&par), "{threads} threads");
+            }
         }
         // column-major input: same order of additions, same bits
         let gf = g.t().as_standard_layout().into_owned();
-        let mut colmajor = Array1::zeros(1500);
-        sum_rows_into(gf.t(), colmajor.view_mut(), Accum::Replace, Par::Seq).unwrap();
-        assert!(seq
-            .iter()
-            .zip(&colmajor)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut colmajor = Array1::zeros(300);
+        sum_rows_into(gf.t(), colmajor.view_mut(), Accum::Replace, Par::Rayon).unwrap();
+        assert_eq!(bits(&seq), bits(&colmajor));
+        // accumulating: the same additions onto the old values, serial or parallel
+        let start = pseudo(1, 300).row(0).to_owned();
+        let (mut a, mut b) = (start.clone(), start);
+        sum_rows_into(g.view(), a.view_mut(), Accum::Add, Par::Seq).unwrap();
+        sum_rows_into(g.view(), b.view_mut(), Accum::Add, Par::Rayon).unwrap();
+        assert_eq!(bits(&a), bits(&b));
     }
 
     #[test]
     fn matches_a_double_precision_sum() {
-        let g = pseudo(257, 65);
-        let mut db = Array1::zeros(65);
-        sum_rows_into(g.view(), db.view_mut(), Accum::Replace, Par::Rayon).unwrap();
-        for j in 0..65 {
-            let exact: f64 = g.column(j).iter().map(|&v| v as f64).sum();
-            let scale: f64 = g.column(j).iter().map(|&v| (v as f64).abs()).sum();
-            let err = (db[j] as f64 - exact).abs();
-            assert!(err <= 257.0 * f32::EPSILON as f64 * scale, "col {j}: {err}");
+        for rows in [257, 512, 513, 1500] {
+            let g = pseudo(rows, 65);
+            let mut db = Array1::zeros(65);
+            sum_rows_into(g.view(), db.view_mut(), Accum::Replace, Par::Rayon).unwrap();
+            for j in 0..65 {
+                let exact: f64 = g.column(j).iter().map(|&v| v as f64).sum();
+                let scale: f64 = g.column(j).iter().map(|&v| (v as f64).abs()).sum();
+                let err = (db[j] as f64 - exact).abs();
+                assert!(
+                    err <= rows as f64 * f32::EPSILON as f64 * scale,
+                    "{rows} rows, col {j}: {err}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn many_chunks_in_parallel_from_nested_tasks() {
+        // two reductions at once on one pool: a stolen task may find its thread's scratch taken
+        let g = pseudo(5000, 40);
+        let mut want = Array1::zeros(40);
+        sum_rows_into(g.view(), want.view_mut(), Accum::Replace, Par::Seq).unwrap();
+        let (mut a, mut b) = (Array1::zeros(40), Array1::zeros(40));
+        let (ra, rb) = rayon::join(
+            || sum_rows_into(g.view(), a.view_mut(), Accum::Replace, Par::Rayon),
+            || sum_rows_into(g.view(), b.view_mut(), Accum::Replace, Par::Rayon),
+        );
+        ra.unwrap();
+        rb.unwrap();
+        assert_eq!(bits(&a), bits(&want));
+        assert_eq!(bits(&b), bits(&want));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
-use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{
+    linalg::general_mat_mul, Array2, ArrayBase, ArrayView2, ArrayViewMut2, Axis, Ix2, RawData,
+};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 
@@ -27,8 +29,10 @@ pub const BLAS_INDEX_MAX: usize = i32::MAX as usize;
 /// The order BLAS can read `a` in without a copy, or `None` when ndarray would fall back to its
 /// pure-Rust loop. Mirrors ndarray 0.17's `get_blas_compatible_layout` (preferring C).
 pub fn blas_order<T>(a: &ArrayView2<'_, T>) -> Option<BlasOrder> {
-    let (rows, cols) = a.dim();
-    let s = a.strides();
+    blas_order_of(a.dim(), a.strides())
+}
+
+fn blas_order_of((rows, cols): (usize, usize), s: &[isize]) -> Option<BlasOrder> {
     [BlasOrder::C, BlasOrder::F]
         .into_iter()
         .find(|&order| is_blas_2d(rows, cols, s[0], s[1], order))
@@ -89,6 +93,46 @@ pub(crate) fn gemm<T: Element>(
         }
         return;
     }
+    let a = unit_stride_vectors(a.view());
+    let b = unit_stride_vectors(b.view());
+    let mut c = unit_stride_vectors(c.view_mut());
+    gemm_any_layout(alpha, &a, &b, beta, &mut c);
+}
+
+/// ndarray gives the length-1 axis of a sliced view (a batch-1 slice `x.slice(s![i..i + 1, ..])`,
+/// one column) stride 0, which its BLAS check refuses although BLAS never steps along that axis.
+/// Re-inserting the axis gives it stride 1 over the same memory, so such a view reaches BLAS
+/// without a copy.
+fn unit_stride_vectors<S: RawData>(mut a: ArrayBase<S, Ix2>) -> ArrayBase<S, Ix2> {
+    if blas_order_of(a.dim(), a.strides()).is_some() {
+        return a;
+    }
+    if a.ncols() == 1 {
+        a = a.index_axis_move(Axis(1), 0).insert_axis(Axis(1));
+    }
+    if a.nrows() == 1 {
+        a = a.index_axis_move(Axis(0), 0).insert_axis(Axis(0));
+    }
+    a
+}
+
+/// ndarray hands a product to BLAS only when some dimension exceeds this; smaller ones go to
+/// matrixmultiply, which allocates its packing buffers on every call.
+const NDARRAY_BLAS_CUTOFF: usize = 7;
+
+/// `c ← α·a·b + β·c`, copying an operand BLAS cannot read into a contiguous buffer first.
+fn gemm_any_layout<T: Element>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) {
+    let (m, k) = a.dim();
+    if m.max(k).max(b.ncols()) <= NDARRAY_BLAS_CUTOFF {
+        tiny_gemm(alpha, a, b, beta, c);
+        return;
+    }
     let a_copy: Option<Array2<T>> = blas_order(a)
         .is_none()
         .then(|| a.as_standard_layout().into_owned());
@@ -103,6 +147,29 @@ pub(crate) fn gemm<T: Element>(
         let mut tmp = c.as_standard_layout().into_owned();
         general_mat_mul(alpha, &a, &b, beta, &mut tmp);
         c.assign(&tmp);
+    }
+}
+
+/// A product of at most 7 × 7 × 7 as a plain loop: no allocation, and at that size no slower.
+fn tiny_gemm<T: Element>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    beta: T,
+    c: &mut ArrayViewMut2<'_, T>,
+) {
+    for ((i, j), cij) in c.indexed_iter_mut() {
+        let dot = a
+            .row(i)
+            .iter()
+            .zip(b.column(j))
+            .fold(T::zero(), |acc, (&x, &y)| acc + x * y);
+        // β = 0 must overwrite, even NaN
+        *cij = if beta == T::zero() {
+            alpha * dot
+        } else {
+            alpha * dot + beta * *cij
+        };
     }
 }
 
@@ -174,6 +241,25 @@ mod tests {
         // broadcast: zero stride
         let row = ndarray::Array1::<f32>::zeros(9);
         assert_eq!(blas_order(&row.broadcast((4, 9)).unwrap()), None);
+    }
+
+    #[test]
+    fn length_one_axes_get_a_stride_blas_accepts() {
+        let a = Array2::from_shape_fn((16, 9), |(i, j)| (i * 9 + j) as f32);
+        for v in [
+            a.slice(s![.., 3..4]),
+            a.slice(s![5..6, ..]),
+            a.slice(s![5..6, 3..4]),
+        ] {
+            assert_eq!(blas_order(&v), None, "{:?}", v.strides());
+            let fixed = unit_stride_vectors(v);
+            assert!(blas_order(&fixed).is_some(), "{:?}", fixed.strides());
+            assert_eq!(fixed, v);
+            assert_eq!(fixed.as_ptr(), v.as_ptr(), "same memory, no copy");
+        }
+        // a reversed column stays refused (it is copied)
+        let rev = a.slice(s![..;-1, 3..4]);
+        assert_eq!(blas_order(&unit_stride_vectors(rev)), None);
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Zero heap allocations in steady state: the `_into` kernels and a warmed-up `Affine`, counted by
+//! a global allocator. (OpenBLAS's own buffers come from its start-up, not from these calls.)
+//!
+//! One test function, so that no other test of this binary allocates while it counts.
+
+mod common;
+
+use affine_blas::{backward_into, forward_into, Accum, Affine, Init};
+use common::random;
+use ndarray::{s, Array1, Array2};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the caller's arguments unchanged;
+// counting has no effect on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the caller upholds `alloc`'s contract, which System's shares.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from System.alloc/realloc with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: as for dealloc; `new_size` is the caller's, under realloc's contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made by `f`, after running it once to warm up.
+fn steady_allocations(mut f: impl FnMut()) -> usize {
+    f();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        f();
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn steady_state_allocates_nothing() {
+    // the counter sees the one path that must allocate: an operand BLAS cannot read is copied
+    let wide = random::<f32>(8, 40, 1);
+    let w = random::<f32>(20, 6, 2);
+    let b = Array1::<f32>::zeros(6);
+    let mut y = Array2::<f32>::zeros((8, 6));
+    let copies = steady_allocations(|| {
+        forward_into(wide.slice(s![.., ..;2]), w.view(), b.view(), y.view_mut()).unwrap()
+    });
+    assert!(copies > 0, "the counting allocator saw nothing");
+
+    // kernels: small, medium, over one reduction chunk (600 rows), and batch-1 slices whose
+    // length-1 axis ndarray gives stride 0
+    for &(batch, inp, out) in &[(1, 64, 32), (33, 40, 24), (600, 20, 1100)] {
+        let x = random::<f32>(batch + 4, inp, 3);
+        let w = random::<f32>(inp, out, 4);
+        let b = random::<f32>(1, out, 5).row(0).to_owned();
+        let g = random::<f32>(batch + 4, out, 6);
+        let (mut y, mut dx) = (
+            Array2::zeros((batch + 4, out)),
+            Array2::zeros((batch + 4, inp)),
+        );
+        let (mut dw, mut db) = (Array2::zeros((inp, out)), Array1::zeros(out));
+        let n = steady_allocations(|| {
+            forward_into(
+                x.slice(s![2..2 + batch, ..]),
+                w.view(),
+                b.view(),
+                y.slice_mut(s![2..2 + batch, ..]),
+            )
+            .unwrap();
+            backward_into(
+                x.slice(s![2..2 + batch, ..]),
+                w.view(),
+                g.slice(s![2..2 + batch, ..]),
+                Some(dx.slice_mut(s![2..2 + batch, ..])),
+                dw.view_mut(),
+                db.view_mut(),
+                Accum::Add,
+            )
+            .unwrap();
+        });
+        assert_eq!(n, 0, "kernels at {batch}×{inp}×{out}");
+        // one column of x and grad (in = out = 1): stride-0 columns
+        let n = steady_allocations(|| {
+            let (mut y1, mut dw1, mut db1) = (
+                y.slice_mut(s![..batch, 0..1]),
+                dw.slice_mut(s![0..1, 0..1]),
+                db.slice_mut(s![0..1]),
+            );
+            forward_into(
+                x.slice(s![..batch, 0..1]),
+                w.slice(s![0..1, 0..1]),
+                b.slice(s![0..1]),
+                y1.view_mut(),
+            )
+            .unwrap();
+            backward_into(
+                x.slice(s![..batch, 0..1]),
+                w.slice(s![0..1, 0..1]),
+                g.slice(s![..batch, 0..1]),
+                None,
+                dw1.view_mut(),
+                db1.view_mut(),
+                Accum::Replace,
+            )
+            .unwrap();
+        });
+        assert_eq!(n, 0, "single columns at batch {batch}");
+    }
+
+    // the layer: once warmed up at its largest batch, smaller batches and batch 1 allocate nothing
+    for dtype_f64 in [false, true] {
+        let n = if dtype_f64 {
+            let mut l = Affine::<f64>::new(48, 700, Init::He, 7).unwrap();
+            let (x, g) = (random::<f64>(640, 48, 8), random::<f64>(640, 700, 9));
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+            steady_allocations(|| {
+                for batch in [640, 1, 37] {
+                    l.forward(x.slice(s![..batch, ..])).unwrap();
+                    l.backward(g.slice(s![..batch, ..])).unwrap();
+                    l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
+                    l.zero_grad();
+                }
+            })
+        } else {
+            let mut l = Affine::<f32>::new(48, 700, Init::He, 7).unwrap();
+            let (x, g) = (random::<f32>(640, 48, 8), random::<f32>(640, 700, 9));
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+            steady_allocations(|| {
+                for batch in [640, 1, 37] {
+                    l.forward(x.slice(s![..batch, ..])).unwrap();
+                    l.backward(g.slice(s![..batch, ..])).unwrap();
+                }
+            })
+        };
+        assert_eq!(n, 0, "warmed-up layer (f64: {dtype_f64})");
+    }
+}

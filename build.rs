@@ -21,6 +21,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     emit_git_revision();
+    build_peak_kernel();
 
     // `from-source` leaves finding and building OpenBLAS to openblas-src.
     if env::var_os("CARGO_FEATURE_SYSTEM").is_none() || env::var_os("DOCS_RS").is_some() {
@@ -57,6 +58,21 @@ fn main() {
     );
     std::process::exit(1);
 }
+
+/// Compiles the FMA peak kernel that `affine_blas::peak` calls (the `report` feature only).
+#[cfg(feature = "report")]
+fn build_peak_kernel() {
+    println!("cargo:rerun-if-changed=csrc/fma_peak.c");
+    cc::Build::new()
+        .file("csrc/fma_peak.c")
+        .opt_level(2)
+        .flag_if_supported("-ffp-contract=fast")
+        .warnings(true)
+        .compile("affine_fma_peak");
+}
+
+#[cfg(not(feature = "report"))]
+fn build_peak_kernel() {}
 
 /// Records the crate's git revision (if built from a checkout) for benchmark reports.
 fn emit_git_revision() {

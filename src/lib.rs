@@ -31,7 +31,10 @@ mod error;
 pub mod forward;
 mod init;
 mod layer;
+#[cfg(feature = "report")]
+pub mod peak;
 pub mod reduce;
+pub mod workload;
 
 pub use backward::{backward_into, Accum};
 pub use element::Element;
@@ -39,3 +42,8 @@ pub use error::{AffineError, Result};
 pub use forward::forward_into;
 pub use init::Init;
 pub use layer::{Affine, GradParams, Params};
+
+// The README's usage snippet runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

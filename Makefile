@@ -1,0 +1,42 @@
+# The project's commands. Every target that builds first makes sure the system OpenBLAS is there
+# (scripts/setup.sh installs it with apt-get where it may, or prints the one command to run).
+
+CARGO ?= cargo
+# Where `make report` writes bench.json, results.csv, table.md, report.txt and plot.svg.
+OUT ?= target/affine-bench
+REPORT = $(CARGO) run --release --features report --bin affine-bench --
+
+.PHONY: setup run test lint bench bench-quick report-full gate
+
+## Installs the system OpenBLAS and pkg-config if they are missing.
+setup:
+	@bash scripts/setup.sh
+
+## The main job: the quick benchmark sweep, its table, JSON, CSV and plot (about a minute).
+run: setup
+	$(REPORT) --out $(OUT)
+
+## The tests: unit, integration, property, gate and doc tests, then the notebook example once.
+test: setup
+	$(CARGO) test --features report
+	$(CARGO) run --example notebook > /dev/null
+
+## Formatting and lints, as CI checks them.
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --features report --all-targets -- -D warnings
+
+## The criterion suite: the full grid (about 12 minutes) or the quick one (about 2).
+bench: setup
+	$(CARGO) bench --bench affine
+bench-quick: setup
+	AFFINE_BENCH_QUICK=1 $(CARGO) bench --bench affine
+
+## The report over the full grid.
+report-full: setup
+	$(REPORT) --full --out $(OUT)
+
+## The regression gate: make gate BASE=baseline/bench.json [CUR=target/affine-bench/bench.json]
+CUR ?= $(OUT)/bench.json
+gate: setup
+	$(REPORT) gate $(BASE) $(CUR)

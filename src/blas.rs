@@ -173,6 +173,32 @@ fn tiny_gemm<T: Element>(
     }
 }
 
+macro_rules! level1 {
+    ($t:ty, $axpy:ident, $scal:ident) => {
+        /// `y ← α·x + y` (BLAS axpy) over equal-length slices, in pieces that fit BLAS's `i32`.
+        pub(crate) fn $axpy(alpha: $t, x: &[$t], y: &mut [$t]) {
+            debug_assert_eq!(x.len(), y.len());
+            for (xc, yc) in x.chunks(BLAS_INDEX_MAX).zip(y.chunks_mut(BLAS_INDEX_MAX)) {
+                let n = c_int::try_from(xc.len().min(yc.len())).unwrap_or(c_int::MAX);
+                // SAFETY: both pieces hold at least n elements at unit stride; BLAS reads n of
+                // x and writes n of y, which do not overlap (one is borrowed mutably).
+                unsafe { cblas_sys::$axpy(n, alpha, xc.as_ptr(), 1, yc.as_mut_ptr(), 1) }
+            }
+        }
+
+        /// `x ← α·x` (BLAS scal), in pieces that fit BLAS's `i32`.
+        pub(crate) fn $scal(alpha: $t, x: &mut [$t]) {
+            for xc in x.chunks_mut(BLAS_INDEX_MAX) {
+                let n = c_int::try_from(xc.len()).unwrap_or(c_int::MAX);
+                // SAFETY: the piece holds n elements at unit stride, which BLAS scales in place.
+                unsafe { cblas_sys::$scal(n, alpha, xc.as_mut_ptr(), 1) }
+            }
+        }
+    };
+}
+level1!(f32, cblas_saxpy, cblas_sscal);
+level1!(f64, cblas_daxpy, cblas_dscal);
+
 mod ffi {
     use std::os::raw::{c_char, c_int};
     extern "C" {

@@ -29,10 +29,18 @@ pub trait Element:
     /// thread, e.g. from a task rayon stole while waiting, gets a fresh buffer instead.)
     #[doc(hidden)]
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+
+    /// `y ← α·x + y` through BLAS (`?axpy`); `x` and `y` of equal length.
+    #[doc(hidden)]
+    fn axpy(alpha: Self, x: &[Self], y: &mut [Self]);
+
+    /// `x ← α·x` through BLAS (`?scal`).
+    #[doc(hidden)]
+    fn scal(alpha: Self, x: &mut [Self]);
 }
 
 macro_rules! element {
-    ($t:ty) => {
+    ($t:ty, $axpy:ident, $scal:ident) => {
         impl Element for $t {
             const NAME: &'static str = stringify!($t);
 
@@ -53,9 +61,17 @@ macro_rules! element {
                     Err(_) => f(&mut vec![0.0; len]),
                 })
             }
+
+            fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
+                crate::blas::$axpy(alpha, x, y)
+            }
+
+            fn scal(alpha: Self, x: &mut [Self]) {
+                crate::blas::$scal(alpha, x)
+            }
         }
     };
 }
 
-element!(f32);
-element!(f64);
+element!(f32, cblas_saxpy, cblas_sscal);
+element!(f64, cblas_daxpy, cblas_dscal);

@@ -233,6 +233,19 @@ impl<T: Element> Affine<T> {
         self.b.view_mut()
     }
 
+    /// `(w, b, dw, db)` as flat slices in memory order, the parameters mutable: what an optimiser
+    /// needs at once (see [`crate::optim`]).
+    pub fn params_and_grads_mut(&mut self) -> (&mut [T], &mut [T], &[T], &[T]) {
+        // All four are owned arrays built contiguous, so every slice exists; the empty
+        // fallback would only surface as a length mismatch in the optimiser, never a panic.
+        (
+            self.w.as_slice_memory_order_mut().unwrap_or_default(),
+            self.b.as_slice_memory_order_mut().unwrap_or_default(),
+            self.dw.as_slice_memory_order().unwrap_or_default(),
+            self.db.as_slice_memory_order().unwrap_or_default(),
+        )
+    }
+
     /// The cached input of the last forward, `(batch, in)`; `None` before the first forward.
     pub fn cached_input(&self) -> Option<ArrayView2<'_, T>> {
         self.batch.map(|batch| self.x.slice(s![..batch, ..]))

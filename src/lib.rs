@@ -31,6 +31,7 @@ mod error;
 pub mod forward;
 mod init;
 mod layer;
+pub mod optim;
 #[cfg(feature = "report")]
 pub mod peak;
 pub mod reduce;
@@ -42,6 +43,7 @@ pub use error::{AffineError, Result};
 pub use forward::forward_into;
 pub use init::Init;
 pub use layer::{Affine, GradParams, Params};
+pub use optim::{Sgd, SgdConfig};
 
 // The README's usage snippet runs as a doctest.
 #[cfg(doctest)]

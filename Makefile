@@ -16,10 +16,11 @@ setup:
 run: setup
 	$(REPORT) --out $(OUT)
 
-## The tests: unit, integration, property, gate and doc tests, then the notebook example once.
+## The tests: unit, integration, property, gate and doc tests, then the examples once.
 test: setup
 	$(CARGO) test --features report
 	$(CARGO) run --example notebook > /dev/null
+	$(CARGO) run --example train_mlp -- --epochs 30
 
 ## Formatting and lints, as CI checks them.
 lint: setup

@@ -16,7 +16,17 @@ mod sealed {
 /// Sealed: ndarray dispatches to BLAS only for these two real types, and anything else would
 /// silently take its slow pure-Rust path.
 pub trait Element:
-    LinalgScalar + Float + Send + Sync + Debug + Display + Default + sealed::Sealed + 'static
+    LinalgScalar
+    + Float
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + ndarray_npy::ReadableElement
+    + ndarray_npy::WritableElement
+    + sealed::Sealed
+    + 'static
 {
     /// `"f32"` or `"f64"`, for reports and benchmark IDs.
     const NAME: &'static str;

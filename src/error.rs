@@ -26,6 +26,8 @@ pub enum AffineError {
     },
     /// A constructor argument is invalid (a zero or oversized dimension, a non-finite scale).
     InvalidArgument(String),
+    /// A file could not be read or written (the message names it and says why).
+    Io(String),
 }
 
 impl fmt::Display for AffineError {
@@ -42,6 +44,7 @@ impl fmt::Display for AffineError {
                 i32::MAX
             ),
             AffineError::InvalidArgument(msg) => write!(f, "affine: invalid argument: {msg}"),
+            AffineError::Io(msg) => write!(f, "affine: {msg}"),
         }
     }
 }

@@ -31,6 +31,7 @@ mod error;
 pub mod forward;
 mod init;
 mod layer;
+mod npy;
 pub mod optim;
 #[cfg(feature = "report")]
 pub mod peak;
@@ -43,6 +44,7 @@ pub use error::{AffineError, Result};
 pub use forward::forward_into;
 pub use init::Init;
 pub use layer::{Affine, GradParams, Params};
+pub use npy::WeightLayout;
 pub use optim::{Sgd, SgdConfig};
 
 // The README's usage snippet runs as a doctest.

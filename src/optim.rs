@@ -157,7 +157,12 @@ impl<T: Element> Sgd<T> {
         if momentum && self.velocity.is_empty() {
             self.velocity = layers
                 .iter()
-                .map(|l| (Array2::zeros((l.in_dim(), l.out_dim())), Array1::zeros(l.out_dim())))
+                .map(|l| {
+                    (
+                        Array2::zeros((l.in_dim(), l.out_dim())),
+                        Array1::zeros(l.out_dim()),
+                    )
+                })
                 .collect();
         }
         if momentum {
@@ -174,9 +179,15 @@ impl<T: Element> Sgd<T> {
                         "the optimiser was first stepped with {} layers of shapes {:?}, now {} of \
                          shapes {:?}",
                         self.velocity.len(),
-                        self.velocity.iter().map(|(v, _)| v.dim()).collect::<Vec<_>>(),
+                        self.velocity
+                            .iter()
+                            .map(|(v, _)| v.dim())
+                            .collect::<Vec<_>>(),
                         layers.len(),
-                        layers.iter().map(|l| (l.in_dim(), l.out_dim())).collect::<Vec<_>>()
+                        layers
+                            .iter()
+                            .map(|l| (l.in_dim(), l.out_dim()))
+                            .collect::<Vec<_>>()
                     ),
                 });
             }

@@ -3,14 +3,17 @@
 //! ```text
 //! affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
 //!                       [--out DIR] [--inject-slowdown FRACTION]
-//! affine-bench gate BASELINE.json CURRENT.json [--threshold PCT] [--noise-k K] [--filter TEXT]
+//! affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
+//!                   [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]
 //! ```
 //!
 //! `report` times every pass of the layer beside its raw-GEMM floor (the quick grid, or the full
 //! one with `--full`), prints the table and writes `bench.json` (github-action-benchmark's
 //! `customBiggerIsBetter`), `results.csv`, `table.md`, `report.txt` and `plot.svg` into `--out`
 //! (default `target/affine-bench`). `gate` exits 1 when a benchmark of CURRENT is slower than in
-//! BASELINE beyond both the threshold and its noise, naming the offenders; 2 on bad usage.
+//! the baselines beyond both the threshold and its noise, or a whole group is slower beyond the
+//! group threshold, naming the offenders; 2 on bad usage. By default it gates the `vs_floor`
+//! entries (`--filter ""` gates every entry).
 
 mod gate;
 mod plot;
@@ -25,7 +28,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
                         [--out DIR] [--inject-slowdown FRACTION]
-  affine-bench gate BASELINE.json CURRENT.json [--threshold PCT] [--noise-k K] [--filter TEXT]";
+  affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
+                    [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -158,28 +162,37 @@ fn run_report(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn run_gate(args: &[String]) -> Result<ExitCode, String> {
-    let a = Args::parse(args, &["--threshold", "--noise-k", "--filter"], &[])?;
-    let [base, current] = a.positional.as_slice() else {
-        return Err("gate needs BASELINE.json and CURRENT.json".into());
+    let a = Args::parse(
+        args,
+        &["--threshold", "--group-threshold", "--noise-k", "--filter"],
+        &[],
+    )?;
+    let Some((current, bases)) = a.positional.split_last().filter(|(_, b)| !b.is_empty()) else {
+        return Err("gate needs at least one BASELINE.json and the CURRENT.json".into());
     };
-    let read = |p: &str| {
+    let read = |p: &String| {
         std::fs::read_to_string(p)
             .map_err(|e| format!("{p}: {e}"))
             .and_then(|t| gate::parse(&t).map_err(|e| format!("{p}: {e}")))
     };
+    let pct = |flag: &str, default: f64| -> Result<f64, String> {
+        Ok(a.value::<f64>(flag)?.map_or(default, |p| p / 100.0))
+    };
     let policy = gate::Policy {
-        threshold: a
-            .value::<f64>("--threshold")?
-            .map_or(gate::DEFAULT_THRESHOLD, |pct| pct / 100.0),
+        threshold: pct("--threshold", gate::DEFAULT_THRESHOLD)?,
+        group_threshold: pct("--group-threshold", gate::DEFAULT_GROUP_THRESHOLD)?,
         k: a.value("--noise-k")?.unwrap_or(gate::DEFAULT_K),
     };
-    let filter: String = a.value("--filter")?.unwrap_or_default();
-    let cmp = gate::compare(&read(base)?, &read(current)?, policy, &filter);
+    let filter: String = a
+        .value("--filter")?
+        .unwrap_or_else(|| gate::DEFAULT_FILTER.to_string());
+    let bases = bases.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+    let cmp = gate::compare(&bases, &read(current)?, policy, &filter);
     print!("{}", gate::render(&cmp, policy));
     if cmp.verdicts.is_empty() {
-        return Err("no benchmark is in both files".into());
+        return Err(format!("no benchmark matching {filter:?} is in both runs"));
     }
-    Ok(if cmp.offenders().next().is_some() {
+    Ok(if cmp.failed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

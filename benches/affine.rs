@@ -9,8 +9,11 @@
 //! - `AFFINE_BENCH_QUICK=1 cargo bench --bench affine`: the quick grid with short timing
 //!   (≈ 2 minutes).
 //! - `AFFINE_BENCH_THREADS=N`: OpenBLAS and rayon threads (default: the available cores).
+//! - `AFFINE_BENCH_PLOTS=1`: criterion's per-benchmark plots (off by default: they cost more
+//!   time than the quick benchmarks themselves).
 //!
-//! Skipped: only the f64 step at 2048×4096×4096, whose one iteration takes over a second.
+//! Skipped, as one iteration takes over a second on 2 cores: at 2048×4096×4096 the f32 step and
+//! the f64 backward and step.
 
 use affine_blas::workload::{grid, over_a_second, quick_grid, Impl, Pass, Shape, Workload};
 use affine_blas::{blas, Element};
@@ -72,7 +75,9 @@ fn dtype<T: Element>(c: &mut Criterion, s: &Settings, pool: &rayon::ThreadPool, 
             blas::openblas_threads(),
             pool.current_num_threads()
         ));
-        group.sample_size(10).nresamples(20_000);
+        group
+            .sample_size(10)
+            .nresamples(if s.quick { 2_000 } else { 10_000 });
         for wl in &mut workloads {
             let shape = wl.shape();
             if over_a_second::<T>(shape, pass) {
@@ -101,5 +106,20 @@ fn dtype<T: Element>(c: &mut Criterion, s: &Settings, pool: &rayon::ThreadPool, 
     }
 }
 
-criterion_group!(benches, suite);
+/// Criterion's per-benchmark SVG plots cost more than a quick benchmark itself; they are drawn
+/// only with `AFFINE_BENCH_PLOTS=1`.
+fn config() -> Criterion {
+    let c = Criterion::default();
+    if std::env::var_os("AFFINE_BENCH_PLOTS").is_some_and(|v| v != "0") {
+        c
+    } else {
+        c.without_plots()
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = suite
+}
 criterion_main!(benches);

@@ -1,10 +1,10 @@
 //! The backward pass: `dx = grad·wᵀ`, `dw = xᵀ·grad`, `db = Σ_batch grad`.
 
-use crate::blas::{check_index, gemm};
+use crate::blas::{check_index, gemm, gemv, ger_fits, SINGLE_ROW_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
-use ndarray::{ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// Whether a kernel overwrites its output or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +24,10 @@ pub enum Accum {
 /// - `dw ← xᵀ·grad` (or `dw += xᵀ·grad` with [`Accum::Add`]), `(in, out)`: one GEMM with β = 0 or 1.
 /// - `db ← Σ_batch grad` (or `+=`), `(out)`: the deterministic column sum of
 ///   [`crate::reduce::sum_rows_into`], in parallel above [`crate::reduce::PAR_CUTOFF_ELEMENTS`].
+///
+/// At batch 1 with a weight of at least [`crate::blas::SINGLE_ROW_MIN_WEIGHT`] elements, `dx` is a
+/// GEMV, and `dw` an outer product written in one pass (a rank-1 update, BLAS ger, when
+/// accumulating) instead of GEMMs: OpenBLAS runs one-row GEMMs through its packed path.
 ///
 /// The transposes are views (BLAS `Trans` flags), never copies. Allocates nothing unless an
 /// operand's layout cannot go to BLAS (see [`crate::forward_into`]). Batch 0 gives zero `dw`, `db`
@@ -49,15 +53,40 @@ pub fn backward_into<T: Element>(
         dw.dim(),
         db.len(),
     )?;
-    if let Some(mut dx) = dx {
-        gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx);
-    }
     let beta = match accum {
         Accum::Replace => T::zero(),
         Accum::Add => T::one(),
     };
-    gemm(T::one(), &x.t(), &grad, beta, &mut dw);
+    let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
+    match dx {
+        // one row: dxᵀ = w·gradᵀ is a matrix-vector product
+        Some(mut dx) if single_row => {
+            gemv(T::one(), &w, &grad.row(0), T::zero(), &mut dx.row_mut(0))
+        }
+        Some(mut dx) => gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx),
+        None => {}
+    }
+    match accum {
+        // one row: dw = xᵀ·grad is an outer product, memory-bound; written in one pass
+        Accum::Replace if single_row => outer_into(&x.row(0), &grad.row(0), &mut dw),
+        // one row, accumulating: dw += xᵀ·grad is a rank-1 update (BLAS ger) where it fits
+        Accum::Add if single_row && ger_fits(&x.row(0), &grad.row(0), &dw.view()) => {
+            T::ger(T::one(), &x.row(0), &grad.row(0), &mut dw);
+        }
+        _ => gemm(T::one(), &x.t(), &grad, beta, &mut dw),
+    }
     sum_rows_into(grad, db, accum, Par::Auto)
+}
+
+/// `dw ← xᵀ·g` for one row: `dw[i, j] = x[i]·g[j]`, every element written once.
+fn outer_into<T: Element>(
+    x: &ArrayView1<'_, T>,
+    g: &ArrayView1<'_, T>,
+    dw: &mut ArrayViewMut2<'_, T>,
+) {
+    for (mut row, &xi) in dw.rows_mut().into_iter().zip(x) {
+        row.zip_mut_with(g, |d, &gj| *d = xi * gj);
+    }
 }
 
 /// Checks the backward shapes against `x: (batch, in)` and `w: (in, out)`.

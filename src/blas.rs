@@ -9,10 +9,12 @@
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use ndarray::{
-    linalg::general_mat_mul, Array2, ArrayBase, ArrayView2, ArrayViewMut2, Axis, Ix2, RawData,
+    linalg::{general_mat_mul, general_mat_vec_mul},
+    Array2, ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Ix2, RawData,
 };
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
+
+pub use crate::kernels::{ensure_best_kernels, KernelChoice};
 
 /// The memory order BLAS is told an operand has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,16 @@ pub enum BlasOrder {
     /// Column-major: unit stride along rows, e.g. a transposed view (`CblasTrans`).
     F,
 }
+
+/// From how many weight elements (`in · out`) a batch-1 backward pass uses GEMV for `dx` and an
+/// outer product (or BLAS ger) for `dw` instead of GEMMs. Measured with `affine-bench --shape
+/// 1xIxO`: at 256 × 256 (this cutoff) the backward takes 0.77× the GEMMs' time, at 64 × 64 GEMM
+/// is as fast.
+pub const SINGLE_ROW_MIN_WEIGHT: usize = 1 << 16;
+
+/// From how many weight elements a batch-1 forward pass is a GEMV instead of a one-row GEMM:
+/// at 256 × 256 the GEMV measured 1.03–1.3× slower than the GEMM, at 512 × 512 0.5–0.8×.
+pub const GEMV_FORWARD_MIN_WEIGHT: usize = 1 << 17;
 
 /// BLAS's index type is `i32`: no dimension or stride may exceed this.
 pub const BLAS_INDEX_MAX: usize = i32::MAX as usize;
@@ -93,6 +105,7 @@ pub(crate) fn gemm<T: Element>(
         }
         return;
     }
+    ensure_best_kernels();
     let a = unit_stride_vectors(a.view());
     let b = unit_stride_vectors(b.view());
     let mut c = unit_stride_vectors(c.view_mut());
@@ -173,11 +186,120 @@ fn tiny_gemm<T: Element>(
     }
 }
 
+/// `y ← α·a·x + β·y` through BLAS gemv, `a: (m, k)`, `x: (k)`, `y: (m)`, checked by the caller.
+/// An `a` BLAS cannot read is copied first (allocating); with β = 0, `y` need not be initialised.
+pub(crate) fn gemv<T: Element>(
+    alpha: T,
+    a: &ArrayView2<'_, T>,
+    x: &ArrayView1<'_, T>,
+    beta: T,
+    y: &mut ArrayViewMut1<'_, T>,
+) {
+    if beta == T::zero() {
+        // BLAS may compute β·y, and 0·NaN is NaN
+        y.fill(T::zero());
+    }
+    ensure_best_kernels();
+    let a = unit_stride_vectors(a.view());
+    if blas_order(&a).is_some() {
+        general_mat_vec_mul(alpha, &a, x, beta, y);
+    } else {
+        general_mat_vec_mul(alpha, &a.as_standard_layout(), x, beta, y);
+    }
+}
+
+/// The BLAS description of `a ← α·x·yᵀ + a` for these views, or `None` when a layout does not
+/// suit BLAS ger (then the caller takes another path): `(layout, m, n, incx, incy, lda)`.
+fn ger_args<T>(
+    x: &ArrayView1<'_, T>,
+    y: &ArrayView1<'_, T>,
+    a: &ArrayView2<'_, T>,
+) -> Option<(cblas_sys::CBLAS_LAYOUT, c_int, c_int, c_int, c_int, c_int)> {
+    let (m, n) = a.dim();
+    let inc = |v: &ArrayView1<'_, T>| -> Option<c_int> {
+        let s = v.strides()[0];
+        if v.len() <= 1 {
+            Some(1)
+        } else {
+            c_int::try_from(s).ok().filter(|&s| s >= 1)
+        }
+    };
+    let (incx, incy) = (inc(x)?, inc(y)?);
+    let a = unit_stride_vectors(a.view());
+    let (layout, ld, inner) = match blas_order(&a)? {
+        BlasOrder::C => (cblas_sys::CBLAS_LAYOUT::CblasRowMajor, a.strides()[0], n),
+        BlasOrder::F => (cblas_sys::CBLAS_LAYOUT::CblasColMajor, a.strides()[1], m),
+    };
+    let ld = c_int::try_from(ld.max(inner as isize).max(1)).ok()?;
+    Some((
+        layout,
+        c_int::try_from(m).ok()?,
+        c_int::try_from(n).ok()?,
+        incx,
+        incy,
+        ld,
+    ))
+}
+
+/// Whether [`Element::ger`] can run on these views.
+pub(crate) fn ger_fits<T>(
+    x: &ArrayView1<'_, T>,
+    y: &ArrayView1<'_, T>,
+    a: &ArrayView2<'_, T>,
+) -> bool {
+    ger_args(x, y, a).is_some()
+}
+
+macro_rules! ger {
+    ($t:ty, $name:ident, $ger:ident) => {
+        /// `a ← α·x·yᵀ + a` (BLAS ger), `x: (m)`, `y: (n)`, `a: (m, n)`; returns false and does
+        /// nothing when the layouts do not suit BLAS (see [`ger_fits`]).
+        pub(crate) fn $name(
+            alpha: $t,
+            x: &ArrayView1<'_, $t>,
+            y: &ArrayView1<'_, $t>,
+            a: &mut ArrayViewMut2<'_, $t>,
+        ) -> bool {
+            debug_assert_eq!(a.dim(), (x.len(), y.len()));
+            let Some((layout, m, n, incx, incy, lda)) = ger_args(x, y, &a.view()) else {
+                return false;
+            };
+            if m == 0 || n == 0 {
+                return true;
+            }
+            ensure_best_kernels();
+            let mut a = unit_stride_vectors(a.view_mut());
+            // SAFETY: ger_args checked that x and y have m and n elements at positive strides
+            // incx, incy, and that a is an m × n matrix contiguous along one axis in `layout`
+            // with leading dimension lda ≥ its inner length, all within i32; a is borrowed
+            // mutably, so it aliases neither x nor y.
+            unsafe {
+                cblas_sys::$ger(
+                    layout,
+                    m,
+                    n,
+                    alpha,
+                    x.as_ptr(),
+                    incx,
+                    y.as_ptr(),
+                    incy,
+                    a.as_mut_ptr(),
+                    lda,
+                )
+            }
+            true
+        }
+    };
+}
+ger!(f32, sger, cblas_sger);
+ger!(f64, dger, cblas_dger);
+
 macro_rules! level1 {
     ($t:ty, $axpy:ident, $scal:ident) => {
         /// `y ← α·x + y` (BLAS axpy) over equal-length slices, in pieces that fit BLAS's `i32`.
         pub(crate) fn $axpy(alpha: $t, x: &[$t], y: &mut [$t]) {
             debug_assert_eq!(x.len(), y.len());
+            ensure_best_kernels();
             for (xc, yc) in x.chunks(BLAS_INDEX_MAX).zip(y.chunks_mut(BLAS_INDEX_MAX)) {
                 let n = c_int::try_from(xc.len().min(yc.len())).unwrap_or(c_int::MAX);
                 // SAFETY: both pieces hold at least n elements at unit stride; BLAS reads n of
@@ -188,6 +310,7 @@ macro_rules! level1 {
 
         /// `x ← α·x` (BLAS scal), in pieces that fit BLAS's `i32`.
         pub(crate) fn $scal(alpha: $t, x: &mut [$t]) {
+            ensure_best_kernels();
             for xc in x.chunks_mut(BLAS_INDEX_MAX) {
                 let n = c_int::try_from(xc.len()).unwrap_or(c_int::MAX);
                 // SAFETY: the piece holds n elements at unit stride, which BLAS scales in place.
@@ -200,34 +323,23 @@ level1!(f32, cblas_saxpy, cblas_sscal);
 level1!(f64, cblas_daxpy, cblas_dscal);
 
 mod ffi {
-    use std::os::raw::{c_char, c_int};
+    use std::os::raw::c_int;
     extern "C" {
-        pub fn openblas_get_config() -> *const c_char;
-        pub fn openblas_get_corename() -> *const c_char;
         pub fn openblas_get_num_threads() -> c_int;
         pub fn openblas_set_num_threads(n: c_int);
     }
 }
 
-fn c_str(p: *const c_char) -> String {
-    if p.is_null() {
-        return String::from("unknown");
-    }
-    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string (checked non-null).
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
-/// The linked OpenBLAS's build configuration, e.g.
+/// The linked OpenBLAS's build configuration and the core it runs, e.g.
 /// `"OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64"`.
 pub fn openblas_config() -> String {
-    // SAFETY: FFI call without arguments; returns a static string or null (handled by c_str).
-    c_str(unsafe { ffi::openblas_get_config() })
+    ensure_best_kernels();
+    crate::kernels::config()
 }
 
-/// The CPU kernel family OpenBLAS selected at run time, e.g. `"SkylakeX"`.
+/// The CPU kernel family OpenBLAS runs, e.g. `"SkylakeX"` (after [`ensure_best_kernels`]).
 pub fn openblas_core() -> String {
-    // SAFETY: as in openblas_config.
-    c_str(unsafe { ffi::openblas_get_corename() })
+    ensure_best_kernels().core().to_string()
 }
 
 /// How many threads each OpenBLAS call may use.
@@ -239,6 +351,7 @@ pub fn openblas_threads() -> usize {
 
 /// Sets how many threads each OpenBLAS call may use (process-wide; clamped to `1..=i32::MAX`).
 pub fn set_openblas_threads(n: usize) {
+    ensure_best_kernels();
     let n = c_int::try_from(n.max(1)).unwrap_or(c_int::MAX);
     // SAFETY: FFI call with a positive thread count, which OpenBLAS accepts at any time.
     unsafe { ffi::openblas_set_num_threads(n) }

@@ -1,6 +1,6 @@
 //! The float types the crate computes in.
 
-use ndarray::LinalgScalar;
+use ndarray::{ArrayView1, ArrayViewMut2, LinalgScalar};
 use num_traits::Float;
 use std::cell::RefCell;
 use std::fmt::{Debug, Display};
@@ -47,10 +47,19 @@ pub trait Element:
     /// `x ← α·x` through BLAS (`?scal`).
     #[doc(hidden)]
     fn scal(alpha: Self, x: &mut [Self]);
+
+    /// `a ← α·x·yᵀ + a` through BLAS (`?ger`); false (nothing done) when a layout does not suit.
+    #[doc(hidden)]
+    fn ger(
+        alpha: Self,
+        x: &ArrayView1<'_, Self>,
+        y: &ArrayView1<'_, Self>,
+        a: &mut ArrayViewMut2<'_, Self>,
+    ) -> bool;
 }
 
 macro_rules! element {
-    ($t:ty, $axpy:ident, $scal:ident) => {
+    ($t:ty, $axpy:ident, $scal:ident, $ger:ident) => {
         impl Element for $t {
             const NAME: &'static str = stringify!($t);
 
@@ -79,9 +88,18 @@ macro_rules! element {
             fn scal(alpha: Self, x: &mut [Self]) {
                 crate::blas::$scal(alpha, x)
             }
+
+            fn ger(
+                alpha: Self,
+                x: &ArrayView1<'_, Self>,
+                y: &ArrayView1<'_, Self>,
+                a: &mut ArrayViewMut2<'_, Self>,
+            ) -> bool {
+                crate::blas::$ger(alpha, x, y, a)
+            }
         }
     };
 }
 
-element!(f32, cblas_saxpy, cblas_sscal);
-element!(f64, cblas_daxpy, cblas_dscal);
+element!(f32, cblas_saxpy, cblas_sscal, sger);
+element!(f64, cblas_daxpy, cblas_dscal, dger);

@@ -1,6 +1,6 @@
 //! The forward pass: `y = x·w + b`.
 
-use crate::blas::{check_index, gemm};
+use crate::blas::{check_index, gemm, gemv, GEMV_FORWARD_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
@@ -9,7 +9,9 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 ///
 /// Shapes: `x: (batch, in)`, `w: (in, out)`, `b: (out)`, `y: (batch, out)`. The bias is fused into
 /// the GEMM: `y` is filled with `b` in every row, then `y ← 1·x·w + 1·y` is one BLAS call, so `y`
-/// need not be initialised. Any layout is accepted (transposed and sliced views go to BLAS
+/// need not be initialised. At batch 1 with a weight of at least
+/// [`crate::blas::GEMV_FORWARD_MIN_WEIGHT`] elements that call is a GEMV instead (OpenBLAS runs a
+/// one-row GEMM through its general packed path, several times slower). Any layout is accepted (transposed and sliced views go to BLAS
 /// without a copy); a layout BLAS cannot read is copied once, and only then does this allocate.
 ///
 /// # Errors
@@ -23,8 +25,15 @@ pub fn forward_into<T: Element>(
     mut y: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
     check_forward(x.dim(), w.dim(), b.len(), y.dim())?;
-    y.assign(&b);
-    gemm(T::one(), &x, &w, T::one(), &mut y);
+    if x.nrows() == 1 && w.len() >= GEMV_FORWARD_MIN_WEIGHT {
+        // one row: yᵀ ← wᵀ·xᵀ + b is a matrix-vector product
+        let mut y0 = y.row_mut(0);
+        y0.assign(&b);
+        gemv(T::one(), &w.t(), &x.row(0), T::one(), &mut y0);
+    } else {
+        y.assign(&b);
+        gemm(T::one(), &x, &w, T::one(), &mut y);
+    }
     Ok(())
 }
 

@@ -30,6 +30,7 @@ mod element;
 mod error;
 pub mod forward;
 mod init;
+pub mod kernels;
 mod layer;
 mod npy;
 pub mod optim;

@@ -1,11 +1,11 @@
-//! Zero heap allocations in steady state: the `_into` kernels and a warmed-up `Affine`, counted by
-//! a global allocator. (OpenBLAS's own buffers come from its start-up, not from these calls.)
+//! Zero heap allocations in steady state: the `_into` kernels, a warmed-up `Affine` and the SGD
+//! optimiser, counted by a global allocator. (OpenBLAS's own buffers come from its start-up, not from these calls.)
 //!
 //! One test function, so that no other test of this binary allocates while it counts.
 
 mod common;
 
-use affine_blas::{backward_into, forward_into, Accum, Affine, Init};
+use affine_blas::{backward_into, forward_into, Accum, Affine, Init, Sgd, SgdConfig};
 use common::random;
 use ndarray::{s, Array1, Array2};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -60,8 +60,8 @@ fn steady_state_allocates_nothing() {
     assert!(copies > 0, "the counting allocator saw nothing");
 
     // kernels: small, medium, over one reduction chunk (600 rows), and batch-1 slices whose
-    // length-1 axis ndarray gives stride 0
-    for &(batch, inp, out) in &[(1, 64, 32), (33, 40, 24), (600, 20, 1100)] {
+    // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff
+    for &(batch, inp, out) in &[(1, 64, 32), (1, 300, 260), (33, 40, 24), (600, 20, 1100)] {
         let x = random::<f32>(batch + 4, inp, 3);
         let w = random::<f32>(inp, out, 4);
         let b = random::<f32>(1, out, 5).row(0).to_owned();
@@ -119,33 +119,26 @@ fn steady_state_allocates_nothing() {
         assert_eq!(n, 0, "single columns at batch {batch}");
     }
 
-    // the layer: once warmed up at its largest batch, smaller batches and batch 1 allocate nothing
-    for dtype_f64 in [false, true] {
-        let n = if dtype_f64 {
-            let mut l = Affine::<f64>::new(48, 700, Init::He, 7).unwrap();
-            let (x, g) = (random::<f64>(640, 48, 8), random::<f64>(640, 700, 9));
-            l.forward(x.view()).unwrap();
-            l.backward(g.view()).unwrap();
-            steady_allocations(|| {
-                for batch in [640, 1, 37] {
-                    l.forward(x.slice(s![..batch, ..])).unwrap();
-                    l.backward(g.slice(s![..batch, ..])).unwrap();
-                    l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
-                    l.zero_grad();
-                }
-            })
-        } else {
-            let mut l = Affine::<f32>::new(48, 700, Init::He, 7).unwrap();
-            let (x, g) = (random::<f32>(640, 48, 8), random::<f32>(640, 700, 9));
-            l.forward(x.view()).unwrap();
-            l.backward(g.view()).unwrap();
-            steady_allocations(|| {
-                for batch in [640, 1, 37] {
-                    l.forward(x.slice(s![..batch, ..])).unwrap();
-                    l.backward(g.slice(s![..batch, ..])).unwrap();
-                }
-            })
-        };
-        assert_eq!(n, 0, "warmed-up layer (f64: {dtype_f64})");
-    }
+    // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
+    // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing
+    assert_eq!(warmed_layer_allocations::<f32>(), 0, "f32 layer");
+    assert_eq!(warmed_layer_allocations::<f64>(), 0, "f64 layer");
+}
+
+fn warmed_layer_allocations<T: affine_blas::Element>() -> usize {
+    let mut l = Affine::<T>::new(96, 700, Init::He, 7).unwrap();
+    let mut opt = Sgd::new(SgdConfig::new(0.01).momentum(0.9).weight_decay(1e-4)).unwrap();
+    let (x, g) = (random::<T>(640, 96, 8), random::<T>(640, 700, 9));
+    l.forward(x.view()).unwrap();
+    l.backward(g.view()).unwrap();
+    opt.step(&mut [&mut l]).unwrap();
+    steady_allocations(|| {
+        for batch in [640, 1, 37] {
+            l.forward(x.slice(s![..batch, ..])).unwrap();
+            l.backward(g.slice(s![..batch, ..])).unwrap();
+            l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
+            opt.step(&mut [&mut l]).unwrap();
+            l.zero_grad();
+        }
+    })
 }

@@ -133,12 +133,15 @@ impl<T: Element> Laid<T> {
                 s.slice_mut(s![.., ..;2]).assign(a);
                 s
             }
-            Layout::Reversed => a.slice(s![..;-1, ..]).to_owned(),
+            // standard layout: `to_owned` would keep the reversed view's negative strides, and
+            // the view below would then be plain row-major
+            Layout::Reversed => a.slice(s![..;-1, ..]).as_standard_layout().into_owned(),
         };
         Laid { store, layout }
     }
 
     pub fn view(&self) -> ArrayView2<'_, T> {
+        debug_assert!(self.layout != Layout::Reversed || self.store.is_standard_layout());
         match self.layout {
             Layout::C => self.store.view(),
             Layout::F => self.store.t(),

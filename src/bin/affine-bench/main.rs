@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
-//!                       [--out DIR] [--inject-slowdown FRACTION]
+//!                       [--batch B | --shape BxIxO] [--out DIR] [--inject-slowdown FRACTION]
 //! affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
 //!                   [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]
 //! ```
@@ -20,14 +20,14 @@ mod plot;
 mod report;
 mod timing;
 
-use affine_blas::workload::{grid, quick_grid};
+use affine_blas::workload::{grid, quick_grid, Shape};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
   affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
-                        [--out DIR] [--inject-slowdown FRACTION]
+                        [--batch B | --shape BxIxO] [--out DIR] [--inject-slowdown FRACTION]
   affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
                     [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]";
 
@@ -100,6 +100,8 @@ fn run_report(args: &[String]) -> Result<ExitCode, String> {
             "--dtype",
             "--out",
             "--inject-slowdown",
+            "--batch",
+            "--shape",
         ],
         &["--full", "--quick"],
     )?;
@@ -122,8 +124,19 @@ fn run_report(args: &[String]) -> Result<ExitCode, String> {
         .value::<String>("--out")?
         .map_or_else(|| PathBuf::from("target/affine-bench"), PathBuf::from);
     let slowdown: f64 = a.value("--inject-slowdown")?.unwrap_or(0.0);
+    let batch: Option<usize> = a.value("--batch")?;
+    let shapes: Vec<Shape> = match a.value::<String>("--shape")? {
+        Some(spec) => vec![parse_shape(&spec)?],
+        None => if full { grid() } else { quick_grid() }
+            .into_iter()
+            .filter(|s| batch.is_none_or(|b| s.batch == b))
+            .collect(),
+    };
+    if shapes.is_empty() {
+        return Err(format!("no shape of the grid has batch {batch:?}"));
+    }
     let cfg = report::Config {
-        shapes: if full { grid() } else { quick_grid() },
+        shapes,
         mode: if full { "full" } else { "quick" },
         dtypes,
         threads,
@@ -159,6 +172,19 @@ fn run_report(args: &[String]) -> Result<ExitCode, String> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `"BxIxO"` → the shape.
+fn parse_shape(spec: &str) -> Result<Shape, String> {
+    let dims: Vec<usize> = spec
+        .split('x')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--shape: {spec:?} is not BxIxO"))?;
+    match dims.as_slice() {
+        &[b, i, o] if i > 0 && o > 0 => Ok(Shape::new(b, i, o)),
+        _ => Err(format!("--shape: {spec:?} is not BxIxO with I, O > 0")),
+    }
 }
 
 fn run_gate(args: &[String]) -> Result<ExitCode, String> {

@@ -85,7 +85,7 @@ impl Header {
             mode,
             cpu: cpu_model(),
             openblas: blas::openblas_config(),
-            openblas_core: blas::openblas_core(),
+            openblas_core: blas::ensure_best_kernels().to_string(),
             openblas_threads: blas::openblas_threads(),
             rayon_threads: rayon::current_num_threads(),
             git_rev: env!("AFFINE_BLAS_GIT_REV"),

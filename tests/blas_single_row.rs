@@ -1,0 +1,214 @@
+//! Proof that a batch-1 pass with a large enough weight runs as GEMV (forward, dx), an outer
+//! product (dw, no BLAS call) or a rank-1 update (dw accumulated, BLAS ger) instead of one-row
+//! GEMMs, with the same results, and that smaller weights and larger batches stay on GEMM.
+//!
+//! As in `tests/blas_calls.rs`, this binary defines the BLAS entry points itself, counts each call
+//! on the calling thread and forwards it to OpenBLAS (`dlsym(RTLD_NEXT, …)`).
+
+mod common;
+
+use affine_blas::blas::{GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};
+use affine_blas::{backward_into, forward_into, Accum};
+use common::{random, Laid, LAYOUTS};
+use ndarray::{s, Array1, Array2};
+use std::cell::Cell;
+use std::os::raw::{c_int, c_void};
+use std::sync::OnceLock;
+
+thread_local! {
+    /// Calls of (gemm, gemv, ger) on this thread.
+    static CALLS: Cell<[usize; 3]> = const { Cell::new([0; 3]) };
+}
+
+fn count(kind: usize) {
+    CALLS.with(|c| {
+        let mut v = c.get();
+        v[kind] += 1;
+        c.set(v);
+    });
+}
+
+fn real(name: &'static [u8], cache: &'static OnceLock<usize>) -> usize {
+    *cache.get_or_init(|| {
+        // keeps libopenblas a needed library although this binary defines these symbols
+        assert!(affine_blas::blas::openblas_config().contains("OpenBLAS"));
+        // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT searches the libraries loaded
+        // after this executable (OpenBLAS) and returns null if the symbol is absent (checked).
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
+        assert!(
+            !p.is_null(),
+            "real {} not found",
+            String::from_utf8_lossy(name)
+        );
+        p as usize
+    })
+}
+
+/// Defines a counting `extern "C"` BLAS function that forwards to OpenBLAS's own.
+macro_rules! interpose {
+    ($name:ident, $kind:expr, ($($arg:ident: $ty:ty),*)) => {
+        /// Counts, then forwards to OpenBLAS.
+        ///
+        /// # Safety
+        /// The contract of the BLAS function of the same name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) {
+            static REAL: OnceLock<usize> = OnceLock::new();
+            count($kind);
+            let p = real(concat!(stringify!($name), "\0").as_bytes(), &REAL);
+            // SAFETY: p is OpenBLAS's function of this name, whose C signature this is.
+            let f = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn($($ty),*)>(p) };
+            // SAFETY: the arguments pass through unchanged from a caller bound by its contract.
+            unsafe { f($($arg),*) }
+        }
+    };
+}
+
+type I = c_int;
+type P = *const c_void;
+type M = *mut c_void;
+interpose!(cblas_sgemm, 0, (o: I, ta: I, tb: I, m: I, n: I, k: I, al: f32, a: P, lda: I, b: P, ldb: I, be: f32, c: M, ldc: I));
+interpose!(cblas_dgemm, 0, (o: I, ta: I, tb: I, m: I, n: I, k: I, al: f64, a: P, lda: I, b: P, ldb: I, be: f64, c: M, ldc: I));
+interpose!(cblas_sgemv, 1, (o: I, t: I, m: I, n: I, al: f32, a: P, lda: I, x: P, incx: I, be: f32, y: M, incy: I));
+interpose!(cblas_dgemv, 1, (o: I, t: I, m: I, n: I, al: f64, a: P, lda: I, x: P, incx: I, be: f64, y: M, incy: I));
+interpose!(cblas_sger, 2, (o: I, m: I, n: I, al: f32, x: P, incx: I, y: P, incy: I, a: M, lda: I));
+interpose!(cblas_dger, 2, (o: I, m: I, n: I, al: f64, x: P, incx: I, y: P, incy: I, a: M, lda: I));
+
+fn calls(f: impl FnOnce()) -> [usize; 3] {
+    CALLS.with(|c| c.set([0; 3]));
+    f();
+    CALLS.with(|c| c.get())
+}
+
+/// (forward, backward, accumulating backward) BLAS calls (gemm, gemv, ger) of one pass of
+/// `batch × inp × out`, with x/grad in layout `lx` and w/outputs in `lo`; checks the results
+/// against a two-row pass whose second row is zero (which takes the GEMM path).
+fn pass(
+    batch: usize,
+    inp: usize,
+    out: usize,
+    lx: common::Layout,
+    lo: common::Layout,
+) -> ([usize; 3], [usize; 3], [usize; 3]) {
+    let x = random::<f64>(batch, inp, 1);
+    let w = random::<f64>(inp, out, 2);
+    let g = random::<f64>(batch, out, 3);
+    let b = random::<f64>(1, out, 4).row(0).to_owned();
+    let (lx_, lw, lg) = (Laid::new(&x, lx), Laid::new(&w, lo), Laid::new(&g, lx));
+    let mut y = Laid::new(&Array2::from_elem((batch, out), f64::NAN), lo);
+    let mut dx = Laid::new(&Array2::from_elem((batch, inp), f64::NAN), lo);
+    let mut dw = Laid::new(&Array2::from_elem((inp, out), f64::NAN), lo);
+    let mut db = Array1::from_elem(out, f64::NAN);
+    let fwd = calls(|| forward_into(lx_.view(), lw.view(), b.view(), y.view_mut()).unwrap());
+    let bwd = calls(|| {
+        backward_into(
+            lx_.view(),
+            lw.view(),
+            lg.view(),
+            Some(dx.view_mut()),
+            dw.view_mut(),
+            db.view_mut(),
+            Accum::Replace,
+        )
+        .unwrap()
+    });
+    // accumulating on top of the replaced gradients doubles dw and db
+    let mut dx2 = Laid::new(&Array2::from_elem((batch, inp), f64::NAN), lo);
+    let acc = calls(|| {
+        backward_into(
+            lx_.view(),
+            lw.view(),
+            lg.view(),
+            Some(dx2.view_mut()),
+            dw.view_mut(),
+            db.view_mut(),
+            Accum::Add,
+        )
+        .unwrap()
+    });
+    dw.view_mut().mapv_inplace(|v| v / 2.0);
+    db.mapv_inplace(|v| v / 2.0);
+    assert_eq!(dx2.view(), dx.view(), "dx when accumulating, {lx:?}/{lo:?}");
+    // reference: the same rows padded with a zero row, through GEMM
+    let pad = |a: &Array2<f64>| {
+        let mut p = Array2::zeros((batch + 1, a.ncols()));
+        p.slice_mut(s![..batch, ..]).assign(a);
+        p
+    };
+    let (xp, gp) = (pad(&x), pad(&g));
+    let (mut yp, mut dxp, mut dwp, mut dbp) = (
+        Array2::zeros((batch + 1, out)),
+        Array2::zeros((batch + 1, inp)),
+        Array2::zeros((inp, out)),
+        Array1::zeros(out),
+    );
+    forward_into(xp.view(), w.view(), b.view(), yp.view_mut()).unwrap();
+    backward_into(
+        xp.view(),
+        w.view(),
+        gp.view(),
+        Some(dxp.view_mut()),
+        dwp.view_mut(),
+        dbp.view_mut(),
+        Accum::Replace,
+    )
+    .unwrap();
+    let close = |a: ndarray::ArrayView2<'_, f64>, b: ndarray::ArrayView2<'_, f64>| {
+        a.iter()
+            .zip(b.iter())
+            .all(|(p, q)| (p - q).abs() <= 1e-12 * (1.0 + q.abs()))
+    };
+    assert!(
+        close(y.view(), yp.slice(s![..batch, ..])),
+        "y, {lx:?}/{lo:?}"
+    );
+    assert!(
+        close(dx.view(), dxp.slice(s![..batch, ..])),
+        "dx, {lx:?}/{lo:?}"
+    );
+    assert!(close(dw.view(), dwp.view()), "dw, {lx:?}/{lo:?}");
+    assert!(
+        db.iter().zip(&dbp).all(|(p, q)| (p - q).abs() <= 1e-12),
+        "db"
+    );
+    (fwd, bwd, acc)
+}
+
+#[test]
+fn batch_one_runs_as_gemv_and_an_outer_product() {
+    let (inp, out) = (400, 360);
+    const { assert!(400 * 360 >= GEMV_FORWARD_MIN_WEIGHT) };
+    const { assert!(400 * 360 >= SINGLE_ROW_MIN_WEIGHT) };
+    for &lx in &LAYOUTS {
+        for &lo in &LAYOUTS {
+            let (fwd, bwd, acc) = pass(1, inp, out, lx, lo);
+            assert_eq!(fwd, [0, 1, 0], "forward, x {lx:?}, w/y {lo:?}");
+            assert_eq!(bwd, [0, 1, 0], "backward, x/grad {lx:?}, w/outputs {lo:?}");
+            // accumulating, dw takes ger when BLAS can address it, a GEMM otherwise (strided or
+            // reversed dw)
+            let ger_ok = matches!(
+                lo,
+                common::Layout::C | common::Layout::F | common::Layout::RowStrided
+            );
+            let want = if ger_ok { [0, 1, 1] } else { [1, 1, 0] };
+            assert_eq!(acc, want, "accumulate, x/grad {lx:?}, w/outputs {lo:?}");
+        }
+    }
+}
+
+#[test]
+fn between_the_cutoffs_only_the_backward_leaves_gemm() {
+    let (inp, out) = (300, 260);
+    const { assert!(300 * 260 >= SINGLE_ROW_MIN_WEIGHT && 300 * 260 < GEMV_FORWARD_MIN_WEIGHT) };
+    let (fwd, bwd, _) = pass(1, inp, out, common::Layout::C, common::Layout::C);
+    assert_eq!((fwd, bwd), ([1, 0, 0], [0, 1, 0]));
+}
+
+#[test]
+fn small_weights_and_larger_batches_stay_on_gemm() {
+    let (fwd, bwd, acc) = pass(1, 100, 100, common::Layout::C, common::Layout::C);
+    const { assert!(100 * 100 < SINGLE_ROW_MIN_WEIGHT) };
+    assert_eq!((fwd, bwd, acc), ([1, 0, 0], [2, 0, 0], [2, 0, 0]));
+    let (fwd, bwd, acc) = pass(2, 400, 360, common::Layout::C, common::Layout::C);
+    assert_eq!((fwd, bwd, acc), ([1, 0, 0], [2, 0, 0], [2, 0, 0]));
+}

@@ -1,142 +1,20 @@
 //! Proof that every GEMM of the crate reaches BLAS, whatever the operands' layouts.
 //!
-//! This test binary defines `cblas_sgemm` and `cblas_dgemm` itself. The linker resolves ndarray's
-//! calls to these definitions (an executable's own symbols take precedence over a shared
-//! library's), which count the call on the calling thread and forward it to OpenBLAS's real
-//! function, found with `dlsym(RTLD_NEXT, …)`. ndarray's pure-Rust fallback makes no such call,
-//! so a count of zero exposes a silent slow path.
+//! The GEMM calls are counted by the BLAS spy of `tests/spy`; ndarray's pure-Rust fallback makes
+//! no such call, so a count of zero exposes a silent slow path.
 
 mod common;
+mod spy;
 
 use affine_blas::{backward_into, forward_into, Accum, Affine};
 use common::{Laid, LAYOUTS};
 use ndarray::{linalg::general_mat_mul, s, Array1, Array2};
-use std::cell::Cell;
-use std::os::raw::{c_double, c_float, c_int, c_void};
-use std::sync::OnceLock;
 
-thread_local! {
-    static GEMM_CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
-type Sgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_float,
-    *const c_float,
-    c_int,
-    *const c_float,
-    c_int,
-    c_float,
-    *mut c_float,
-    c_int,
-);
-type Dgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_double,
-    *const c_double,
-    c_int,
-    *const c_double,
-    c_int,
-    c_double,
-    *mut c_double,
-    c_int,
-);
-
-fn next_symbol(name: &'static [u8]) -> *mut c_void {
-    // A real reference to OpenBLAS, so the linker keeps libopenblas as a needed library even
-    // though this binary defines the two GEMM symbols itself.
-    assert!(affine_blas::blas::openblas_config().contains("OpenBLAS"));
-    // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT searches the libraries loaded after
-    // this executable, i.e. OpenBLAS, and returns null if the symbol is absent (checked below).
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
-    assert!(
-        !p.is_null(),
-        "real {} not found",
-        String::from_utf8_lossy(name)
-    );
-    p
-}
-
-fn real_sgemm() -> Sgemm {
-    static REAL: OnceLock<usize> = OnceLock::new();
-    let p = *REAL.get_or_init(|| next_symbol(b"cblas_sgemm\0") as usize);
-    // SAFETY: p is OpenBLAS's cblas_sgemm, whose C signature is Sgemm (enums passed as int).
-    unsafe { std::mem::transmute::<usize, Sgemm>(p) }
-}
-
-fn real_dgemm() -> Dgemm {
-    static REAL: OnceLock<usize> = OnceLock::new();
-    let p = *REAL.get_or_init(|| next_symbol(b"cblas_dgemm\0") as usize);
-    // SAFETY: p is OpenBLAS's cblas_dgemm, whose C signature is Dgemm.
-    unsafe { std::mem::transmute::<usize, Dgemm>(p) }
-}
-
-/// Counts, then forwards to OpenBLAS.
-///
-/// # Safety
-/// Same contract as cblas_sgemm.
-#[no_mangle]
-pub unsafe extern "C" fn cblas_sgemm(
-    layout: c_int,
-    ta: c_int,
-    tb: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: c_float,
-    a: *const c_float,
-    lda: c_int,
-    b: *const c_float,
-    ldb: c_int,
-    beta: c_float,
-    c: *mut c_float,
-    ldc: c_int,
-) {
-    GEMM_CALLS.with(|n| n.set(n.get() + 1));
-    // SAFETY: arguments passed through unchanged from a caller bound by the same contract.
-    unsafe { real_sgemm()(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) }
-}
-
-/// Counts, then forwards to OpenBLAS.
-///
-/// # Safety
-/// Same contract as cblas_dgemm.
-#[no_mangle]
-pub unsafe extern "C" fn cblas_dgemm(
-    layout: c_int,
-    ta: c_int,
-    tb: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: c_double,
-    a: *const c_double,
-    lda: c_int,
-    b: *const c_double,
-    ldb: c_int,
-    beta: c_double,
-    c: *mut c_double,
-    ldc: c_int,
-) {
-    GEMM_CALLS.with(|n| n.set(n.get() + 1));
-    // SAFETY: arguments passed through unchanged from a caller bound by the same contract.
-    unsafe { real_dgemm()(layout, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) }
-}
-
+/// Runs `f` and returns the GEMM calls it made on this thread, and its result.
 fn calls<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    GEMM_CALLS.with(|n| n.set(0));
-    let r = f();
-    (GEMM_CALLS.with(|n| n.get()), r)
+    let mut r = None;
+    let [gemm, _, _] = spy::calls(|| r = Some(f()));
+    (gemm, r.expect("f ran"))
 }
 
 #[test]

@@ -6,26 +6,31 @@ CARGO ?= cargo
 OUT ?= target/affine-bench
 REPORT = $(CARGO) run --release --features report --bin affine-bench --
 
-.PHONY: setup run test lint bench bench-quick report-full gate
+.PHONY: setup setup-mpi run test lint bench bench-quick report-full gate dp
 
 ## Installs the system OpenBLAS and pkg-config if they are missing.
 setup:
 	@bash scripts/setup.sh
 
+## The same, and OpenMPI and libclang for the `mpi` feature.
+setup-mpi:
+	@bash scripts/setup.sh --mpi
+
 ## The main job: the quick benchmark sweep, its table, JSON, CSV and plot (about a minute).
 run: setup
 	$(REPORT) --out $(OUT)
 
-## The tests: unit, integration, property, gate and doc tests, then the examples once.
-test: setup
-	$(CARGO) test --features report
+## The tests: unit, integration, property, gate, MPI (2 and 4 ranks) and doc tests, then the
+## examples once.
+test: setup-mpi
+	$(CARGO) test --features report,mpi
 	$(CARGO) run --example notebook > /dev/null
 	$(CARGO) run --example train_mlp -- --epochs 30
 
 ## Formatting and lints, as CI checks them.
-lint: setup
+lint: setup-mpi
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --features report --all-targets -- -D warnings
+	$(CARGO) clippy --features report,mpi --all-targets -- -D warnings
 
 ## The criterion suite: the full grid (about 12 minutes) or the quick one (about 2).
 bench: setup
@@ -41,3 +46,11 @@ report-full: setup
 CUR ?= $(OUT)/bench.json
 gate: setup
 	$(REPORT) gate $(BASE) $(CUR)
+
+## Data-parallel training of the example MLP over MPI: make dp RANKS=4 [ARGS="--epochs 50"]
+RANKS ?= 2
+ARGS ?=
+dp: setup-mpi
+	$(CARGO) build --release --features mpi --bin affine-dp
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+	  mpirun --oversubscribe -np $(RANKS) target/release/affine-dp train $(ARGS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the system OpenBLAS (and pkg-config, which build.rs uses to find it) is installed.
+# Makes sure the system OpenBLAS (and pkg-config, which build.rs uses to find it) is installed;
+# with --mpi also OpenMPI and libclang (the `mpi` feature: rsmpi's build runs bindgen).
 #
 # Installs it when it is missing and installing is allowed: running as root (or with password-less
 # sudo) on a Debian/Ubuntu machine, and AFFINE_BLAS_NO_INSTALL is not set. Otherwise prints the one
@@ -21,15 +22,35 @@ have_openblas() {
   return 1
 }
 
-if have_openblas && command -v pkg-config >/dev/null 2>&1; then
+have_mpi() {
+  command -v mpirun >/dev/null 2>&1 && command -v mpicc >/dev/null 2>&1 &&
+    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
+}
+
+want_mpi=
+for arg in "$@"; do
+  case "$arg" in
+    --mpi) want_mpi=1 ;;
+    *) echo "usage: $0 [--mpi]" >&2; exit 2 ;;
+  esac
+done
+
+packages=()
+if ! have_openblas || ! command -v pkg-config >/dev/null 2>&1; then
+  packages+=(libopenblas-dev pkg-config)
+fi
+if [ -n "$want_mpi" ] && ! have_mpi; then
+  packages+=(libopenmpi-dev openmpi-bin libclang-dev clang)
+fi
+if [ ${#packages[@]} -eq 0 ]; then
   exit 0
 fi
 
 hint() {
-  echo "affine-blas needs the system OpenBLAS and pkg-config. Install them with one of:" >&2
-  echo "  Debian/Ubuntu: sudo apt-get install -y libopenblas-dev pkg-config" >&2
-  echo "  Fedora:        sudo dnf install -y openblas-devel pkgconf-pkg-config" >&2
-  echo "  macOS:         brew install openblas pkg-config" >&2
+  echo "affine-blas needs: ${packages[*]}. Install them with one of:" >&2
+  echo "  Debian/Ubuntu: sudo apt-get install -y ${packages[*]}" >&2
+  echo "  Fedora:        sudo dnf install -y openblas-devel pkgconf-pkg-config${want_mpi:+ openmpi-devel clang-devel}" >&2
+  echo "  macOS:         brew install openblas pkg-config${want_mpi:+ open-mpi llvm}" >&2
 }
 
 if [ -n "${AFFINE_BLAS_NO_INSTALL:-}" ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -46,9 +67,13 @@ else
   exit 1
 fi
 
-echo "setup: installing libopenblas-dev and pkg-config with apt-get" >&2
+echo "setup: installing ${packages[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends libopenblas-dev pkg-config >/dev/null
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 have_openblas || { echo "setup: OpenBLAS still not found after installing it" >&2; exit 1; }
 echo "setup: OpenBLAS $(pkg-config --modversion openblas 2>/dev/null || echo '(version unknown)') ready" >&2
+if [ -n "$want_mpi" ]; then
+  have_mpi || { echo "setup: OpenMPI or libclang still not found after installing them" >&2; exit 1; }
+  echo "setup: $(mpirun --version 2>/dev/null | head -n 1) ready" >&2
+fi

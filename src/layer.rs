@@ -233,6 +233,13 @@ impl<T: Element> Affine<T> {
         self.b.view_mut()
     }
 
+    /// `dw: (in, out)` and `db: (out)`, mutable: for averaging gradients across processes (see
+    /// `dist`, feature `mpi`) or clipping them. They describe the last backward pass only if
+    /// one ran ([`Affine::grad_param`]).
+    pub fn grads_mut(&mut self) -> (ArrayViewMut2<'_, T>, ArrayViewMut1<'_, T>) {
+        (self.dw.view_mut(), self.db.view_mut())
+    }
+
     /// `(w, b, dw, db)` as flat slices in memory order, the parameters mutable: what an optimiser
     /// needs at once (see [`crate::optim`]).
     pub fn params_and_grads_mut(&mut self) -> (&mut [T], &mut [T], &[T], &[T]) {

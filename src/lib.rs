@@ -26,6 +26,8 @@ extern crate blas_src;
 
 pub mod backward;
 pub mod blas;
+#[cfg(feature = "mpi")]
+pub mod dist;
 mod element;
 mod error;
 pub mod forward;

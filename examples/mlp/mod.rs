@@ -90,7 +90,11 @@ impl Mlp {
 
     /// Forward pass and loss: returns (mean cross-entropy, correct predictions); leaves
     /// ∂L/∂logits in `dlogits`.
-    fn forward_loss(&mut self, x: ArrayView2<'_, f32>, labels: &[usize]) -> Result<(f64, usize)> {
+    pub fn forward_loss(
+        &mut self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+    ) -> Result<(f64, usize)> {
         let batch = x.nrows();
         self.reserve(batch);
         let z = self.l1.forward(x)?;
@@ -113,6 +117,22 @@ impl Mlp {
         let t0 = Instant::now();
         let (loss, correct) = self.forward_loss(x, labels)?;
         let t1 = Instant::now();
+        self.backward_top(batch)?;
+        self.backward_bottom(batch)?;
+        let t2 = Instant::now();
+        opt.step(&mut self.layers())?;
+        let t3 = Instant::now();
+        let times = StepTimes {
+            forward: t1 - t0,
+            backward: t2 - t1,
+            update: t3 - t2,
+        };
+        Ok((loss, correct, times))
+    }
+
+    /// Backward through the second layer and the ReLU, after [`Mlp::forward_loss`] on `batch`
+    /// rows: stores dw₂, db₂ and ∂L/∂(x·w₁ + b₁).
+    pub fn backward_top(&mut self, batch: usize) -> Result<()> {
         let dh = self.l2.backward(self.dlogits.slice(s![..batch, ..]))?;
         let h = self.h.slice(s![..batch, ..]);
         let mut dz = self.dz.slice_mut(s![..batch, ..]);
@@ -121,16 +141,18 @@ impl Mlp {
             .and(&dh)
             .and(&h)
             .for_each(|dz, &dh, &h| *dz = if h > 0.0 { dh } else { 0.0 });
+        Ok(())
+    }
+
+    /// Backward through the first layer, after [`Mlp::backward_top`]: stores dw₁, db₁.
+    pub fn backward_bottom(&mut self, batch: usize) -> Result<()> {
         self.l1.backward(self.dz.slice(s![..batch, ..]))?;
-        let t2 = Instant::now();
-        opt.step(&mut [&mut self.l1, &mut self.l2])?;
-        let t3 = Instant::now();
-        let times = StepTimes {
-            forward: t1 - t0,
-            backward: t2 - t1,
-            update: t3 - t2,
-        };
-        Ok((loss, correct, times))
+        Ok(())
+    }
+
+    /// Both layers, first to last (for the optimiser or gradient averaging).
+    pub fn layers(&mut self) -> [&mut Affine<f32>; 2] {
+        [&mut self.l1, &mut self.l2]
     }
 
     /// Mean loss and accuracy over `data`, in batches of `batch`.

@@ -76,6 +76,9 @@ pub struct Policy {
     pub k: f64,
     /// Smallest slowdown of a group's geometric mean that counts.
     pub group_threshold: f64,
+    /// Benchmarks whose layer pass takes less than this many µs are judged in their group only:
+    /// at that scale a run's figure is mostly timer and scheduling jitter.
+    pub min_time_us: f64,
 }
 
 impl Default for Policy {
@@ -84,6 +87,7 @@ impl Default for Policy {
             threshold: DEFAULT_THRESHOLD,
             k: DEFAULT_K,
             group_threshold: DEFAULT_GROUP_THRESHOLD,
+            min_time_us: DEFAULT_MIN_TIME_US,
         }
     }
 }
@@ -95,6 +99,9 @@ pub const DEFAULT_THRESHOLD: f64 = 0.10;
 pub const DEFAULT_K: f64 = 4.0;
 /// Default group threshold.
 pub const DEFAULT_GROUP_THRESHOLD: f64 = 0.05;
+/// Default shortest layer time judged on its own: the false alarms of unchanged code measured
+/// with the other defaults were all at 0.3–0.6 µs (batch 1, 64 × 64).
+pub const DEFAULT_MIN_TIME_US: f64 = 1.0;
 /// Entries gated unless `--filter` says otherwise.
 pub const DEFAULT_FILTER: &str = "/vs_floor";
 
@@ -108,6 +115,9 @@ pub struct Verdict {
     pub slower: f64,
     /// `k` times the noise (see [`compare`]), in the entries' unit.
     pub noise: f64,
+    /// The layer's time in the baseline runs (their median), µs, where the name says its pass
+    /// and shape and the runs have its `/layer` entry.
+    pub time_us: Option<f64>,
     pub regressed: bool,
 }
 
@@ -162,8 +172,37 @@ fn group_of(name: &str) -> String {
     }
 }
 
+/// The layer's time in µs for entry `name` (`pass/dtype/BxIxO/metric`), from the GFLOP/s of the
+/// run's `pass/dtype/BxIxO/layer` entry and the pass's FLOPs.
+fn layer_time_us(name: &str, run: &BTreeMap<&str, &Entry>) -> Option<f64> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let [pass, dtype, shape, _] = parts.as_slice() else {
+        return None;
+    };
+    let dims: Vec<f64> = shape
+        .split('x')
+        .map(|d| d.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    let [b, i, o] = dims.as_slice() else {
+        return None;
+    };
+    let (fwd, bwd) = (2.0 * b * i * o, 4.0 * b * i * o + b * o);
+    let flops = match *pass {
+        "forward" => fwd,
+        "backward" => bwd,
+        "step" => fwd + bwd,
+        _ => return None,
+    };
+    let gflops = run
+        .get(format!("{pass}/{dtype}/{shape}/layer").as_str())?
+        .value;
+    (gflops > 0.0).then(|| flops / gflops / 1e3)
+}
+
 /// Compares `current` with one or more baseline runs under `policy`, keeping only names
-/// containing `filter`.
+/// containing `filter`. A benchmark whose layer time in the baselines is under
+/// `policy.min_time_us` counts only in its group (judged by the baselines' time, so that the
+/// slowdown being judged cannot lift it over the limit).
 ///
 /// A benchmark's baseline is the median of its values over `bases`; its noise is the larger of
 /// half the spread of those values (the machine's run-to-run drift, which one run's own samples
@@ -180,6 +219,10 @@ pub fn compare(
     for e in bases.iter().flatten().filter(keep) {
         b.entry(e.name.as_str()).or_default().push(e);
     }
+    let base_runs: Vec<BTreeMap<&str, &Entry>> = bases
+        .iter()
+        .map(|run| run.iter().map(|e| (e.name.as_str(), e)).collect())
+        .collect();
     let c: BTreeMap<&str, &Entry> = current
         .iter()
         .filter(keep)
@@ -211,13 +254,21 @@ pub fn compare(
         } else {
             f64::INFINITY
         };
+        let mut times: Vec<f64> = base_runs
+            .iter()
+            .filter_map(|run| layer_time_us(name, run))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let time_us = times.get(times.len() / 2).copied();
+        let long_enough = time_us.is_none_or(|t| t >= policy.min_time_us);
         out.verdicts.push(Verdict {
             name: name.to_string(),
             base,
             current: ce.value,
             slower,
             noise,
-            regressed: slower > policy.threshold && base - ce.value > noise,
+            time_us,
+            regressed: long_enough && slower > policy.threshold && base - ce.value > noise,
         });
     }
     out.added = c
@@ -255,11 +306,12 @@ pub fn render(cmp: &Comparison, policy: Policy) -> String {
     let offenders: Vec<&Verdict> = cmp.offenders().collect();
     let groups: Vec<&GroupVerdict> = cmp.group_offenders().collect();
     s.push_str(&format!(
-        "gate: {} benchmarks compared (threshold {:.1}% and {} × noise): {} regressed; \
-         {} groups (geometric-mean threshold {:.1}%): {} regressed\n",
+        "gate: {} benchmarks compared (threshold {:.1}% and {} × noise; under {} µs in groups \
+         only): {} regressed; {} groups (geometric-mean threshold {:.1}%): {} regressed\n",
         cmp.verdicts.len(),
         policy.threshold * 100.0,
         policy.k,
+        policy.min_time_us,
         offenders.len(),
         cmp.groups.len(),
         policy.group_threshold * 100.0,
@@ -435,9 +487,69 @@ mod tests {
             threshold: 0.0,
             k: 0.0,
             group_threshold: 0.0,
+            min_time_us: 0.0,
         };
         let cmp = compare(&[base], &faster, eager, "");
         assert!(!cmp.failed());
         assert!(cmp.verdicts.iter().all(|v| v.slower < 0.0));
+    }
+
+    #[test]
+    fn sub_microsecond_benchmarks_count_in_their_group_only() {
+        // 1x64x64 forward: 16 KFLOP at 27 GFLOP/s = 0.6 µs; 128x1024x1024: 0.27 GFLOP, 1.5 ms
+        let entry = |name: &str, value: f64| Entry {
+            name: name.to_string(),
+            value,
+            range: 0.001,
+        };
+        let run = |tiny: f64, big: f64| {
+            vec![
+                entry("forward/f32/1x64x64/layer", 27.0),
+                entry("forward/f32/1x64x64/vs_floor", tiny),
+                entry("forward/f32/128x1024x1024/layer", 180.0),
+                entry("forward/f32/128x1024x1024/vs_floor", big),
+            ]
+        };
+        let base = run(0.60, 0.97);
+        let run2 = |tiny: f64, big: f64| {
+            let mut r = run(tiny, big);
+            r[0].value = 10.0; // 1.6 µs
+            r
+        };
+        // the tiny one 25% slower (and its time over 1 µs now): not an offender of its own, but it still moves its group's
+        // geometric mean (by 11.8%, over the 5% group threshold)
+        let cmp = compare(
+            std::slice::from_ref(&base),
+            &run(0.48, 0.97),
+            Policy::default(),
+            DEFAULT_FILTER,
+        );
+        assert_eq!(
+            cmp.offenders().count(),
+            0,
+            "{}",
+            render(&cmp, Policy::default())
+        );
+        let tiny = &cmp.verdicts[1];
+        assert_eq!(tiny.name, "forward/f32/1x64x64/vs_floor");
+        let t = tiny.time_us.unwrap();
+        assert!((t - 2.0 * 64.0 * 64.0 / 27.0 / 1e3).abs() < 1e-9, "{t}");
+        assert_eq!(cmp.group_offenders().count(), 1);
+        // the big one 25% slower is named
+        let cmp = compare(
+            std::slice::from_ref(&base),
+            &run(0.60, 0.776),
+            Policy::default(),
+            DEFAULT_FILTER,
+        );
+        let names: Vec<&str> = cmp.offenders().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["forward/f32/128x1024x1024/vs_floor"]);
+        // with the limit off, the tiny one is named too
+        let strict = Policy {
+            min_time_us: 0.0,
+            ..Policy::default()
+        };
+        let cmp = compare(&[base], &run(0.48, 0.97), strict, DEFAULT_FILTER);
+        assert_eq!(cmp.offenders().count(), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
 //!                       [--batch B | --shape BxIxO] [--out DIR] [--inject-slowdown FRACTION]
 //! affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
-//!                   [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]
+//!                   [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--min-time-us US] [--filter TEXT]
 //! ```
 //!
 //! `report` times every pass of the layer beside its raw-GEMM floor (the quick grid, or the full
@@ -29,7 +29,7 @@ const USAGE: &str = "usage:
   affine-bench [report] [--full] [--threads N] [--budget-ms MS] [--dtype f32|f64|both]
                         [--batch B | --shape BxIxO] [--out DIR] [--inject-slowdown FRACTION]
   affine-bench gate BASELINE.json [MORE_BASELINES.json ...] CURRENT.json
-                    [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--filter TEXT]";
+                    [--threshold PCT] [--group-threshold PCT] [--noise-k K] [--min-time-us US] [--filter TEXT]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -190,7 +190,13 @@ fn parse_shape(spec: &str) -> Result<Shape, String> {
 fn run_gate(args: &[String]) -> Result<ExitCode, String> {
     let a = Args::parse(
         args,
-        &["--threshold", "--group-threshold", "--noise-k", "--filter"],
+        &[
+            "--threshold",
+            "--group-threshold",
+            "--noise-k",
+            "--filter",
+            "--min-time-us",
+        ],
         &[],
     )?;
     let Some((current, bases)) = a.positional.split_last().filter(|(_, b)| !b.is_empty()) else {
@@ -208,6 +214,9 @@ fn run_gate(args: &[String]) -> Result<ExitCode, String> {
         threshold: pct("--threshold", gate::DEFAULT_THRESHOLD)?,
         group_threshold: pct("--group-threshold", gate::DEFAULT_GROUP_THRESHOLD)?,
         k: a.value("--noise-k")?.unwrap_or(gate::DEFAULT_K),
+        min_time_us: a
+            .value("--min-time-us")?
+            .unwrap_or(gate::DEFAULT_MIN_TIME_US),
     };
     let filter: String = a
         .value("--filter")?

@@ -43,8 +43,10 @@ pub struct Affine<T: Element> {
     dx: Array2<T>,
     /// Batch of the cached input; `None` before the first forward.
     batch: Option<usize>,
-    /// Whether `dx`, `dw` and `db` hold the gradients of a backward pass.
-    has_grad: bool,
+    /// Rows of input in `x`: written by [`Affine::input_mut`] or [`Affine::forward`].
+    staged: Option<usize>,
+    /// Batch of the last backward pass, whose gradients `dx`, `dw` and `db` hold.
+    grad_batch: Option<usize>,
 }
 
 /// The layer's parameters, named as the notebook's `param` dictionary.
@@ -113,7 +115,8 @@ impl<T: Element> Affine<T> {
             y: Array2::zeros((0, out_dim)),
             dx: Array2::zeros((0, in_dim)),
             batch: None,
-            has_grad: false,
+            staged: None,
+            grad_batch: None,
         })
     }
 
@@ -128,7 +131,8 @@ impl<T: Element> Affine<T> {
     }
 
     /// `y = x·w + b` for `x: (batch, in)`; returns `y: (batch, out)`, a view of the layer's own
-    /// output buffer. Caches a copy of `x` for [`Affine::backward`].
+    /// output buffer. Caches a copy of `x` for [`Affine::backward`] (to skip that copy, write
+    /// the input into the layer with [`Affine::input_mut`] and call [`Affine::forward_input`]).
     ///
     /// # Errors
     /// [`AffineError::Shape`] if `x`'s columns ≠ `in`; [`AffineError::TooLargeForBlas`] if
@@ -136,12 +140,44 @@ impl<T: Element> Affine<T> {
     pub fn forward(&mut self, x: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
         let batch = x.nrows();
         check_forward(x.dim(), self.w.dim(), self.b.len(), (batch, self.out_dim()))?;
+        self.input_mut(batch).assign(&x);
+        self.forward_input()
+    }
+
+    /// The layer's input buffer for a batch of `batch` rows, `(batch, in)`, to write the next
+    /// forward input into (a data loader's gather, the previous layer's activation), so that
+    /// [`Affine::forward_input`] needs no copy of it. Invalidates the cached input of the last
+    /// forward until then. Allocates only to grow.
+    pub fn input_mut(&mut self, batch: usize) -> ArrayViewMut2<'_, T> {
         reserve_rows(&mut self.x, batch);
+        self.batch = None;
+        self.staged = Some(batch);
+        self.x.slice_mut(s![..batch, ..])
+    }
+
+    /// `y = x·w + b` for the input in the layer (written through [`Affine::input_mut`], or the
+    /// last forward's), which becomes the cached input; returns `y: (batch, out)` as
+    /// [`Affine::forward`] does, without copying `x`.
+    ///
+    /// # Errors
+    /// [`AffineError::InvalidArgument`] if no input was ever written;
+    /// [`AffineError::TooLargeForBlas`] if `batch` exceeds `i32::MAX`. The layer is unchanged on
+    /// error.
+    pub fn forward_input(&mut self) -> Result<ArrayView2<'_, T>> {
+        let batch = self.staged.ok_or_else(|| {
+            AffineError::InvalidArgument(
+                "forward_input: the layer holds no input; write one with input_mut(batch)".into(),
+            )
+        })?;
+        check_forward(
+            (batch, self.in_dim()),
+            self.w.dim(),
+            self.b.len(),
+            (batch, self.out_dim()),
+        )?;
         reserve_rows(&mut self.y, batch);
-        let mut xc = self.x.slice_mut(s![..batch, ..]);
-        xc.assign(&x);
         forward_into(
-            xc.view(),
+            self.x.slice(s![..batch, ..]),
             self.w.view(),
             self.b.view(),
             self.y.slice_mut(s![..batch, ..]),
@@ -194,7 +230,7 @@ impl<T: Element> Affine<T> {
             self.db.view_mut(),
             accum,
         )?;
-        self.has_grad = true;
+        self.grad_batch = Some(batch);
         Ok(self.dx.slice(s![..batch, ..]))
     }
 
@@ -215,7 +251,7 @@ impl<T: Element> Affine<T> {
     /// The gradients of the last backward pass (`x` ↦ dx, `w` ↦ dw, `b` ↦ db), as the notebook's
     /// `grad_param`; `None` before the first backward.
     pub fn grad_param(&self) -> Option<GradParams<'_, T>> {
-        let batch = self.batch.filter(|_| self.has_grad)?;
+        let batch = self.grad_batch?;
         Some(GradParams {
             x: self.dx.slice(s![..batch, ..]),
             w: self.dw.view(),

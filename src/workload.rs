@@ -87,7 +87,8 @@ impl Pass {
 /// What runs the pass: the crate's layer, or the bare GEMMs it is built on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Impl {
-    /// [`Affine::forward`] / [`Affine::backward`].
+    /// [`Affine::forward_input`] / [`Affine::backward`]: the layer without copying its input
+    /// (see [`Affine::input_mut`]).
     Layer,
     /// The same GEMMs through ndarray/OpenBLAS alone (see the module docs).
     Floor,
@@ -184,6 +185,7 @@ impl<T: Element> Workload<T> {
             dw: Array2::zeros((inp, out)),
             slowdown: 0.0,
         };
+        wl.layer.input_mut(batch).assign(&wl.x);
         wl.run(Pass::Step, Impl::Layer)?;
         wl.run(Pass::Step, Impl::Floor)?;
         Ok(wl)
@@ -209,7 +211,9 @@ impl<T: Element> Workload<T> {
             Impl::Layer => {
                 let start = Instant::now();
                 if pass != Pass::Backward {
-                    self.layer.forward(self.x.view())?;
+                    // the input was written into the layer once (`input_mut`), as a data loader
+                    // or the previous layer would write each step's
+                    self.layer.forward_input()?;
                 }
                 if pass != Pass::Forward {
                     self.layer.backward(self.grad.view())?;

@@ -139,6 +139,10 @@ fn warmed_layer_allocations<T: affine_blas::Element>() -> usize {
             l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
             opt.step(&mut [&mut l]).unwrap();
             l.zero_grad();
+            // the input written into the layer, no copy
+            l.input_mut(batch).assign(&x.slice(s![..batch, ..]));
+            l.forward_input().unwrap();
+            l.backward(g.slice(s![..batch, ..])).unwrap();
         }
     })
 }

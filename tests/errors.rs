@@ -231,3 +231,26 @@ fn empty_batch() {
     assert_eq!(l.grad_param().unwrap().w, dw);
     assert_eq!(l.grad_param().unwrap().b, db);
 }
+
+#[test]
+fn forward_input_without_an_input() {
+    let mut l = Affine::<f64>::new(5, 3, Init::He, 1).unwrap();
+    let before = state(&l);
+    let e = l.forward_input().unwrap_err();
+    assert!(matches!(e, AffineError::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("input_mut"), "{e}");
+    assert_eq!(state(&l), before);
+}
+
+#[test]
+fn writing_a_new_input_invalidates_the_cache() {
+    let mut l = trained_layer();
+    l.input_mut(2).fill(1.0);
+    // the cached input of the last forward is gone: backward needs a forward first
+    assert!(l.cached_input().is_none());
+    let e = l.backward(random::<f64>(2, 3, 9).view()).unwrap_err();
+    assert_eq!(e, AffineError::BackwardBeforeForward);
+    l.forward_input().unwrap();
+    assert_eq!(l.cached_input().unwrap(), Array2::<f64>::ones((2, 5)));
+    l.backward(random::<f64>(2, 3, 9).view()).unwrap();
+}

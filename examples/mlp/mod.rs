@@ -60,8 +60,6 @@ impl std::ops::AddAssign for StepTimes {
 pub struct Mlp {
     pub l1: Affine<f32>,
     pub l2: Affine<f32>,
-    /// relu(x·w₁ + b₁): (batch, hidden).
-    h: Array2<f32>,
     /// ∂L/∂logits: (batch, classes).
     dlogits: Array2<f32>,
     /// ∂L/∂(x·w₁ + b₁): (batch, hidden).
@@ -74,15 +72,13 @@ impl Mlp {
         Ok(Mlp {
             l1: Affine::new(inputs, hidden, Init::He, seed)?,
             l2: Affine::new(hidden, classes, Init::Xavier, seed + 1)?,
-            h: Array2::zeros((0, hidden)),
             dlogits: Array2::zeros((0, classes)),
             dz: Array2::zeros((0, hidden)),
         })
     }
 
     fn reserve(&mut self, batch: usize) {
-        if self.h.nrows() < batch {
-            self.h = Array2::zeros((batch, self.l1.out_dim()));
+        if self.dz.nrows() < batch {
             self.dz = Array2::zeros((batch, self.l1.out_dim()));
             self.dlogits = Array2::zeros((batch, self.l2.out_dim()));
         }
@@ -98,9 +94,10 @@ impl Mlp {
         let batch = x.nrows();
         self.reserve(batch);
         let z = self.l1.forward(x)?;
-        let mut h = self.h.slice_mut(s![..batch, ..]);
+        // relu(z) written straight into the second layer's input: no copy of the activations
+        let mut h = self.l2.input_mut(batch);
         Zip::from(&mut h).and(&z).for_each(|h, &z| *h = z.max(0.0));
-        let logits = self.l2.forward(self.h.slice(s![..batch, ..]))?;
+        let logits = self.l2.forward_input()?;
         let dl = self.dlogits.slice_mut(s![..batch, ..]);
         Ok(softmax_cross_entropy(logits, labels, dl))
     }
@@ -133,8 +130,11 @@ impl Mlp {
     /// Backward through the second layer and the ReLU, after [`Mlp::forward_loss`] on `batch`
     /// rows: stores dw₂, db₂ and ∂L/∂(x·w₁ + b₁).
     pub fn backward_top(&mut self, batch: usize) -> Result<()> {
-        let dh = self.l2.backward(self.dlogits.slice(s![..batch, ..]))?;
-        let h = self.h.slice(s![..batch, ..]);
+        self.l2.backward(self.dlogits.slice(s![..batch, ..]))?;
+        let missing = affine_blas::AffineError::BackwardBeforeForward;
+        let dh = self.l2.grad_param().ok_or(missing.clone())?.x;
+        // h = relu(z), the second layer's cached input
+        let h = self.l2.cached_input().ok_or(missing)?;
         let mut dz = self.dz.slice_mut(s![..batch, ..]);
         // relu′: pass the gradient where the unit was active
         Zip::from(&mut dz)

@@ -4,7 +4,7 @@ use crate::blas::{check_index, gemm, gemv, ger_fits, SINGLE_ROW_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// Whether a kernel overwrites its output or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +41,7 @@ pub fn backward_into<T: Element>(
     w: ArrayView2<'_, T>,
     grad: ArrayView2<'_, T>,
     dx: Option<ArrayViewMut2<'_, T>>,
-    mut dw: ArrayViewMut2<'_, T>,
+    dw: ArrayViewMut2<'_, T>,
     db: ArrayViewMut1<'_, T>,
     accum: Accum,
 ) -> Result<()> {
@@ -53,6 +53,38 @@ pub fn backward_into<T: Element>(
         dw.dim(),
         db.len(),
     )?;
+    weight_grads(x, w, grad, dx, dw, accum);
+    sum_rows_into(grad, db, accum, Par::Auto)
+}
+
+/// The backward pass of a layer that keeps its bias as the last row of one `(in + 1, out)`
+/// matrix `wb = [w; b]` and its input with a column of ones, `x1 = [x, 1]: (batch, in + 1)`
+/// (as [`crate::Affine`] does): `dx ← grad·wᵀ` and `[dw; db] (+)= x1ᵀ·grad`, the bias gradient
+/// computed by the same GEMM as `dw` instead of a separate reduction over the batch.
+///
+/// Shapes are the caller's to check (`x1`'s last column must be ones); nothing here fails.
+pub(crate) fn backward_folded_into<T: Element>(
+    x1: ArrayView2<'_, T>,
+    wb: ArrayView2<'_, T>,
+    grad: ArrayView2<'_, T>,
+    dx: Option<ArrayViewMut2<'_, T>>,
+    dwb: ArrayViewMut2<'_, T>,
+    accum: Accum,
+) {
+    let inp = wb.nrows().saturating_sub(1);
+    weight_grads(x1, wb.slice_move(s![..inp, ..]), grad, dx, dwb, accum);
+}
+
+/// `dx ← grad·wᵀ` (when asked for) and `dw (+)= x·grad`, for any number of columns of `x` and
+/// rows of `dw` (`in`, or `in + 1` with the bias folded in), checked by the caller.
+fn weight_grads<T: Element>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, T>,
+    grad: ArrayView2<'_, T>,
+    dx: Option<ArrayViewMut2<'_, T>>,
+    mut dw: ArrayViewMut2<'_, T>,
+    accum: Accum,
+) {
     let beta = match accum {
         Accum::Replace => T::zero(),
         Accum::Add => T::one(),
@@ -75,7 +107,6 @@ pub fn backward_into<T: Element>(
         }
         _ => gemm(T::one(), &x.t(), &grad, beta, &mut dw),
     }
-    sum_rows_into(grad, db, accum, Par::Auto)
 }
 
 /// `dw ← xᵀ·g` for one row: `dw[i, j] = x[i]·g[j]`, every element written once.

@@ -37,6 +37,24 @@ pub fn forward_into<T: Element>(
     Ok(())
 }
 
+/// The forward pass of a layer that keeps `wb = [w; b]: (in + 1, out)` and its input as
+/// `x1 = [x, 1]: (batch, in + 1)` (as [`crate::Affine`] does): `y ← x1·wb = x·w + b` in one GEMM
+/// with β = 0, no separate pass writing `b` into `y` (a GEMV at batch 1 from
+/// [`crate::blas::GEMV_FORWARD_MIN_WEIGHT`] weights, as in [`forward_into`]).
+///
+/// Shapes are the caller's to check (`x1`'s last column must be ones); nothing here fails.
+pub(crate) fn forward_folded_into<T: Element>(
+    x1: ArrayView2<'_, T>,
+    wb: ArrayView2<'_, T>,
+    mut y: ArrayViewMut2<'_, T>,
+) {
+    if x1.nrows() == 1 && wb.len() >= GEMV_FORWARD_MIN_WEIGHT {
+        gemv(T::one(), &wb.t(), &x1.row(0), T::zero(), &mut y.row_mut(0));
+    } else {
+        gemm(T::one(), &x1, &wb, T::zero(), &mut y);
+    }
+}
+
 /// Checks the forward shapes: `x: (batch, in)`, `w: (in, out)`, `b: (out)`, `y: (batch, out)`.
 pub(crate) fn check_forward(
     x: (usize, usize),

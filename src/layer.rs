@@ -1,12 +1,12 @@
 //! The stateful layer: parameters, their gradients and the cached input, as in the notebook.
 
-use crate::backward::{backward_into, check_backward, Accum};
+use crate::backward::{backward_folded_into, check_backward, Accum};
 use crate::blas::check_index;
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
-use crate::forward::{check_forward, forward_into};
+use crate::forward::{check_forward, forward_folded_into};
 use crate::init::{draw, Init};
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 /// An affine (dense, fully connected) layer `y = x·w + b` with `w: (in, out)`, `b: (out)`.
 ///
@@ -14,6 +14,12 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayVie
 /// forward input `x: (batch, in)` (so the caller's buffer may be reused at once), and its output
 /// and `dx` buffers. Buffers grow to the largest batch seen and are reused after that: a
 /// steady-state `forward`/`backward` allocates nothing.
+///
+/// The bias is folded into the GEMMs: `b` is stored as the last row of `wb = [w; b]`, the input
+/// with a column of ones, `x1 = [x, 1]`, so that `y = x1·wb` is one GEMM (no pass writing `b`
+/// into `y`) and `[dw; db] = x1ᵀ·grad` one GEMM (no separate reduction for `db`). This measured
+/// 4–11 % faster than the separate bias at 64 × 64 layers and the same elsewhere (see the
+/// README).
 ///
 /// ```
 /// use affine_blas::{Affine, Init};
@@ -31,11 +37,12 @@ use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayVie
 /// ```
 #[derive(Debug, Clone)]
 pub struct Affine<T: Element> {
-    w: Array2<T>,
-    b: Array1<T>,
-    dw: Array2<T>,
-    db: Array1<T>,
-    /// Cached forward input; its first `batch` rows are live, the rest is spare capacity.
+    /// `[w; b]: (in + 1, out)`.
+    wb: Array2<T>,
+    /// `[dw; db]: (in + 1, out)`.
+    dwb: Array2<T>,
+    /// Cached forward input with a last column of ones, `[x, 1]`; its first `batch` rows are
+    /// live, the rest is spare capacity.
     x: Array2<T>,
     /// Forward output, same row convention.
     y: Array2<T>,
@@ -69,10 +76,11 @@ pub struct GradParams<'a, T> {
     pub b: ArrayView1<'a, T>,
 }
 
-/// Makes `buf` hold at least `rows` rows (keeping its columns); allocates only to grow.
-fn reserve_rows<T: Element>(buf: &mut Array2<T>, rows: usize) {
+/// Makes `buf` hold at least `rows` rows (keeping its columns); allocates only to grow. New
+/// buffers are filled with `fill` (ones for the input, whose last column must stay ones).
+fn reserve_rows<T: Element>(buf: &mut Array2<T>, rows: usize, fill: T) {
     if buf.nrows() < rows {
-        *buf = Array2::zeros((rows, buf.ncols()));
+        *buf = Array2::from_elem((rows, buf.ncols()), fill);
     }
 }
 
@@ -106,12 +114,13 @@ impl<T: Element> Affine<T> {
             });
         }
         check_dims(in_dim, out_dim)?;
+        let mut wb = Array2::zeros((in_dim + 1, out_dim));
+        wb.slice_mut(s![..in_dim, ..]).assign(&w);
+        wb.row_mut(in_dim).assign(&b);
         Ok(Affine {
-            w: w.as_standard_layout().into_owned(),
-            b: b.as_standard_layout().into_owned(),
-            dw: Array2::zeros((in_dim, out_dim)),
-            db: Array1::zeros(out_dim),
-            x: Array2::zeros((0, in_dim)),
+            wb,
+            dwb: Array2::zeros((in_dim + 1, out_dim)),
+            x: Array2::ones((0, in_dim + 1)),
             y: Array2::zeros((0, out_dim)),
             dx: Array2::zeros((0, in_dim)),
             batch: None,
@@ -122,12 +131,17 @@ impl<T: Element> Affine<T> {
 
     /// Input features (`w`'s rows).
     pub fn in_dim(&self) -> usize {
-        self.w.nrows()
+        self.wb.nrows() - 1
     }
 
     /// Output features (`w`'s columns).
     pub fn out_dim(&self) -> usize {
-        self.w.ncols()
+        self.wb.ncols()
+    }
+
+    /// `(in, out)`.
+    fn w_dim(&self) -> (usize, usize) {
+        (self.in_dim(), self.out_dim())
     }
 
     /// `y = x·w + b` for `x: (batch, in)`; returns `y: (batch, out)`, a view of the layer's own
@@ -139,7 +153,12 @@ impl<T: Element> Affine<T> {
     /// `batch` exceeds `i32::MAX`. The layer is unchanged on error.
     pub fn forward(&mut self, x: ArrayView2<'_, T>) -> Result<ArrayView2<'_, T>> {
         let batch = x.nrows();
-        check_forward(x.dim(), self.w.dim(), self.b.len(), (batch, self.out_dim()))?;
+        check_forward(
+            x.dim(),
+            self.w_dim(),
+            self.out_dim(),
+            (batch, self.out_dim()),
+        )?;
         self.input_mut(batch).assign(&x);
         self.forward_input()
     }
@@ -149,10 +168,11 @@ impl<T: Element> Affine<T> {
     /// [`Affine::forward_input`] needs no copy of it. Invalidates the cached input of the last
     /// forward until then. Allocates only to grow.
     pub fn input_mut(&mut self, batch: usize) -> ArrayViewMut2<'_, T> {
-        reserve_rows(&mut self.x, batch);
+        reserve_rows(&mut self.x, batch, T::one());
         self.batch = None;
         self.staged = Some(batch);
-        self.x.slice_mut(s![..batch, ..])
+        let inp = self.in_dim();
+        self.x.slice_mut(s![..batch, ..inp])
     }
 
     /// `y = x·w + b` for the input in the layer (written through [`Affine::input_mut`], or the
@@ -171,17 +191,16 @@ impl<T: Element> Affine<T> {
         })?;
         check_forward(
             (batch, self.in_dim()),
-            self.w.dim(),
-            self.b.len(),
+            self.w_dim(),
+            self.out_dim(),
             (batch, self.out_dim()),
         )?;
-        reserve_rows(&mut self.y, batch);
-        forward_into(
+        reserve_rows(&mut self.y, batch, T::zero());
+        forward_folded_into(
             self.x.slice(s![..batch, ..]),
-            self.w.view(),
-            self.b.view(),
+            self.wb.view(),
             self.y.slice_mut(s![..batch, ..]),
-        )?;
+        );
         self.batch = Some(batch);
         Ok(self.y.slice(s![..batch, ..]))
     }
@@ -212,39 +231,32 @@ impl<T: Element> Affine<T> {
     ) -> Result<ArrayView2<'_, T>> {
         let batch = self.batch.ok_or(AffineError::BackwardBeforeForward)?;
         let x_dim = (batch, self.in_dim());
-        check_backward(
-            x_dim,
-            self.w.dim(),
-            grad.dim(),
-            Some(x_dim),
-            self.dw.dim(),
-            self.db.len(),
-        )?;
-        reserve_rows(&mut self.dx, batch);
-        backward_into(
+        let w_dim = self.w_dim();
+        check_backward(x_dim, w_dim, grad.dim(), Some(x_dim), w_dim, w_dim.1)?;
+        reserve_rows(&mut self.dx, batch, T::zero());
+        backward_folded_into(
             self.x.slice(s![..batch, ..]),
-            self.w.view(),
+            self.wb.view(),
             grad,
             Some(self.dx.slice_mut(s![..batch, ..])),
-            self.dw.view_mut(),
-            self.db.view_mut(),
+            self.dwb.view_mut(),
             accum,
-        )?;
+        );
         self.grad_batch = Some(batch);
         Ok(self.dx.slice(s![..batch, ..]))
     }
 
     /// Sets `dw` and `db` to zero (before accumulating micro-batches).
     pub fn zero_grad(&mut self) {
-        self.dw.fill(T::zero());
-        self.db.fill(T::zero());
+        self.dwb.fill(T::zero());
     }
 
     /// The parameters `w` and `b`, as the notebook's `param`.
     pub fn param(&self) -> Params<'_, T> {
+        let inp = self.in_dim();
         Params {
-            w: self.w.view(),
-            b: self.b.view(),
+            w: self.wb.slice(s![..inp, ..]),
+            b: self.wb.row(inp),
         }
     }
 
@@ -252,46 +264,59 @@ impl<T: Element> Affine<T> {
     /// `grad_param`; `None` before the first backward.
     pub fn grad_param(&self) -> Option<GradParams<'_, T>> {
         let batch = self.grad_batch?;
+        let inp = self.in_dim();
         Some(GradParams {
             x: self.dx.slice(s![..batch, ..]),
-            w: self.dw.view(),
-            b: self.db.view(),
+            w: self.dwb.slice(s![..inp, ..]),
+            b: self.dwb.row(inp),
         })
     }
 
     /// `w: (in, out)`, mutable (for optimiser updates).
     pub fn w_mut(&mut self) -> ArrayViewMut2<'_, T> {
-        self.w.view_mut()
+        let inp = self.in_dim();
+        self.wb.slice_mut(s![..inp, ..])
     }
 
     /// `b: (out)`, mutable (for optimiser updates).
     pub fn b_mut(&mut self) -> ArrayViewMut1<'_, T> {
-        self.b.view_mut()
+        let inp = self.in_dim();
+        self.wb.row_mut(inp)
     }
 
     /// `dw: (in, out)` and `db: (out)`, mutable: for averaging gradients across processes (see
     /// `dist`, feature `mpi`) or clipping them. They describe the last backward pass only if
     /// one ran ([`Affine::grad_param`]).
     pub fn grads_mut(&mut self) -> (ArrayViewMut2<'_, T>, ArrayViewMut1<'_, T>) {
-        (self.dw.view_mut(), self.db.view_mut())
+        let inp = self.in_dim();
+        let (dw, db) = self.dwb.view_mut().split_at(Axis(0), inp);
+        (dw, db.index_axis_move(Axis(0), 0))
     }
 
     /// `(w, b, dw, db)` as flat slices in memory order, the parameters mutable: what an optimiser
     /// needs at once (see [`crate::optim`]).
     pub fn params_and_grads_mut(&mut self) -> (&mut [T], &mut [T], &[T], &[T]) {
-        // All four are owned arrays built contiguous, so every slice exists; the empty
-        // fallback would only surface as a length mismatch in the optimiser, never a panic.
-        (
-            self.w.as_slice_memory_order_mut().unwrap_or_default(),
-            self.b.as_slice_memory_order_mut().unwrap_or_default(),
-            self.dw.as_slice_memory_order().unwrap_or_default(),
-            self.db.as_slice_memory_order().unwrap_or_default(),
-        )
+        // `wb` and `dwb` are owned row-major arrays, so their slices exist and `w`, `b` are the
+        // first `in · out` and the last `out` elements; the empty fallback would only surface as
+        // a length mismatch in the optimiser, never a panic.
+        let split = self.in_dim() * self.out_dim();
+        let (w, b) = self
+            .wb
+            .as_slice_mut()
+            .and_then(|s| s.split_at_mut_checked(split))
+            .unwrap_or_default();
+        let (dw, db) = self
+            .dwb
+            .as_slice()
+            .and_then(|s| s.split_at_checked(split))
+            .unwrap_or_default();
+        (w, b, dw, db)
     }
 
     /// The cached input of the last forward, `(batch, in)`; `None` before the first forward.
     pub fn cached_input(&self) -> Option<ArrayView2<'_, T>> {
-        self.batch.map(|batch| self.x.slice(s![..batch, ..]))
+        let inp = self.in_dim();
+        self.batch.map(|batch| self.x.slice(s![..batch, ..inp]))
     }
 }
 

@@ -16,7 +16,8 @@
 //! - stateless kernels that write into caller buffers and allocate nothing:
 //!   [`forward_into`], [`backward_into`], [`reduce::sum_rows_into`];
 //! - the [`Affine`] layer, which owns `w`, `b`, their gradients and the cached input, like the
-//!   numpy notebook it comes from (`param`, `grad_param`).
+//!   numpy notebook it comes from (`param`, `grad_param`); it folds the bias into the GEMMs
+//!   (`[x, 1]·[w; b]`, `[dw; db] = [x, 1]ᵀ·grad`).
 //!
 //! Both work in `f32` and `f64` ([`Element`]). Bad shapes give an [`AffineError`] naming every
 //! shape involved, and leave outputs and layer state untouched.

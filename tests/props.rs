@@ -200,3 +200,27 @@ fn edge_sizes_every_layout() {
         }
     }
 }
+
+/// The layer at batch 1 with weights large enough for its GEMV and outer-product paths (the
+/// random cases stay below the forward's GEMV cutoff), and at batch 0.
+#[test]
+fn layer_at_batch_one_and_zero() {
+    use affine_blas::blas::{GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};
+    const { assert!(400 * 360 >= GEMV_FORWARD_MIN_WEIGHT && 400 * 360 >= SINGLE_ROW_MIN_WEIGHT) };
+    for (i, &batch) in [1, 0].iter().enumerate() {
+        for &lx in &LAYOUTS {
+            let c = Case {
+                batch,
+                inp: 400,
+                out: 360,
+                lx,
+                lw: lx,
+                lg: lx,
+                lo: lx,
+                seed: 100 + i as u64,
+            };
+            check_layer::<f32>(&c);
+            check_layer::<f64>(&c);
+        }
+    }
+}

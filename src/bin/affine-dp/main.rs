@@ -86,6 +86,9 @@ fn run(world: &SimpleCommunicator, args: &[String]) -> Res<ExitCode> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
+    // every worker runs once now, so that none starts up (and allocates) in the middle of a
+    // measured step on a busy machine
+    rayon::broadcast(|_| ());
     let opts = Opts::parse(args.get(1..).unwrap_or_default())?;
     match args.first().map(String::as_str) {
         Some("train") => train(world, &opts),

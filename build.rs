@@ -84,8 +84,16 @@ fn emit_git_revision() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
+    // a build from uncommitted sources says so, rather than passing for the last commit
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    let rev = if dirty { format!("{rev}+dirty") } else { rev };
     println!("cargo:rustc-env=AFFINE_BLAS_GIT_REV={rev}");
-    // HEAD moves on checkout; logs/HEAD grows on every commit.
+    // HEAD moves on checkout; logs/HEAD grows on every commit; src changes make the tree dirty.
+    println!("cargo:rerun-if-changed=src");
     for f in [".git/HEAD", ".git/logs/HEAD"] {
         if Path::new(f).exists() {
             println!("cargo:rerun-if-changed={f}");

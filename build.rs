@@ -86,7 +86,14 @@ fn emit_git_revision() {
         .unwrap_or_else(|| "unknown".to_string());
     // a build from uncommitted sources says so, rather than passing for the last commit
     let dirty = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml"])
+        .args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "src",
+            "Cargo.toml",
+        ])
         .output()
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());

@@ -173,7 +173,7 @@ mod ffi {
     }
 }
 
-pub(crate) fn c_str(p: *const c_char) -> String {
+fn c_str(p: *const c_char) -> String {
     if p.is_null() {
         return String::from("unknown");
     }
@@ -188,7 +188,7 @@ pub(crate) fn config() -> String {
 }
 
 /// The core whose kernels OpenBLAS runs now.
-pub(crate) fn corename() -> String {
+fn corename() -> String {
     // SAFETY: as in config.
     c_str(unsafe { ffi::openblas_get_corename() })
 }

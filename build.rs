@@ -20,8 +20,10 @@ const LIB_DIRS: &[&str] = &[
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo::rustc-check-cfg=cfg(affine_xsmm)");
     emit_git_revision();
     build_peak_kernel();
+    link_xsmm();
 
     // `from-source` leaves finding and building OpenBLAS to openblas-src.
     if env::var_os("CARGO_FEATURE_SYSTEM").is_none() || env::var_os("DOCS_RS").is_some() {
@@ -57,6 +59,41 @@ fn main() {
          cargo build --no-default-features --features from-source\n"
     );
     std::process::exit(1);
+}
+
+/// Folders where distributions put libxsmm's static library.
+const XSMM_DIRS: &[&str] = &["/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/local/lib"];
+
+/// Links libxsmm for the small-batch engine (feature `xsmm`, x86-64 only) and sets
+/// `cfg(affine_xsmm)` where it is found; otherwise warns and leaves every product to OpenBLAS.
+fn link_xsmm() {
+    println!("cargo:rerun-if-env-changed=AFFINE_BLAS_NO_XSMM");
+    if env::var_os("CARGO_FEATURE_XSMM").is_none()
+        || env::var_os("AFFINE_BLAS_NO_XSMM").is_some()
+        || env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64")
+    {
+        return;
+    }
+    let Some(dir) = XSMM_DIRS
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("libxsmm.a").exists())
+    else {
+        println!(
+            "cargo:warning=libxsmm not found (Debian: apt-get install libxsmm-dev, or run \
+             scripts/setup.sh): the small-batch engine is off and OpenBLAS runs every product"
+        );
+        return;
+    };
+    println!("cargo:rerun-if-changed={}", dir.join("libxsmm.a").display());
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-lib=static=xsmm");
+    // libxsmm's own BLAS fallback (never taken by this crate) refers to sgemm_/dgemm_, which the
+    // linked OpenBLAS provides; the rest is its pkg-config's list
+    for lib in ["openblas", "pthread", "rt", "dl", "m"] {
+        println!("cargo:rustc-link-lib={lib}");
+    }
+    println!("cargo:rustc-cfg=affine_xsmm");
 }
 
 /// Compiles the FMA peak kernel that `affine_blas::peak` calls (the `report` feature only).

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure the system OpenBLAS (and pkg-config, which build.rs uses to find it) is installed;
-# with --mpi also OpenMPI and libclang (the `mpi` feature: rsmpi's build runs bindgen).
+# Makes sure the system OpenBLAS (and pkg-config, which build.rs uses to find it) is installed,
+# and on x86-64 libxsmm (the small-batch engine; optional: without it the crate builds and runs
+# every product on OpenBLAS); with --mpi also OpenMPI and libclang (the `mpi` feature: rsmpi's
+# build runs bindgen).
 #
 # Installs it when it is missing and installing is allowed: running as root (or with password-less
 # sudo) on a Debian/Ubuntu machine, and AFFINE_BLAS_NO_INSTALL is not set. Otherwise prints the one
@@ -27,6 +29,15 @@ have_mpi() {
     ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
 }
 
+have_xsmm() {
+  [ "$(uname -m)" != x86_64 ] && return 0
+  local d
+  for d in /usr/lib /usr/lib/x86_64-linux-gnu /usr/local/lib; do  # build.rs looks here too
+    [ -e "$d/libxsmm.a" ] && return 0
+  done
+  return 1
+}
+
 want_mpi=
 for arg in "$@"; do
   case "$arg" in
@@ -42,9 +53,17 @@ fi
 if [ -n "$want_mpi" ] && ! have_mpi; then
   packages+=(libopenmpi-dev openmpi-bin libclang-dev clang)
 fi
-if [ ${#packages[@]} -eq 0 ]; then
+if [ ${#packages[@]} -eq 0 ] && have_xsmm; then
   exit 0
 fi
+# libxsmm is optional: missing alone, it is installed where that is allowed and skipped otherwise
+if [ ${#packages[@]} -eq 0 ] && { [ -n "${AFFINE_BLAS_NO_INSTALL:-}" ] ||
+    ! command -v apt-get >/dev/null 2>&1 ||
+    { [ "$(id -u)" -ne 0 ] && ! { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; }; }; then
+  echo "setup: libxsmm not found (Debian: apt-get install libxsmm-dev); the small-batch engine stays off" >&2
+  exit 0
+fi
+have_xsmm || packages+=(libxsmm-dev)
 
 hint() {
   echo "affine-blas needs: ${packages[*]}. Install them with one of:" >&2
@@ -71,6 +90,7 @@ echo "setup: installing ${packages[*]} with apt-get" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+have_xsmm || echo "setup: libxsmm still not found; the small-batch engine stays off" >&2
 have_openblas || { echo "setup: OpenBLAS still not found after installing it" >&2; exit 1; }
 echo "setup: OpenBLAS $(pkg-config --modversion openblas 2>/dev/null || echo '(version unknown)') ready" >&2
 if [ -n "$want_mpi" ]; then

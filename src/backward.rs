@@ -4,6 +4,7 @@ use crate::blas::{check_index, gemm, gemv, ger_fits, SINGLE_ROW_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
+use crate::{threads, xsmm};
 use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 /// Whether a kernel overwrites its output or adds to it.
@@ -53,7 +54,10 @@ pub fn backward_into<T: Element>(
         dw.dim(),
         db.len(),
     )?;
-    weight_grads(x, w, grad, dx, dw, accum);
+    // one entry into rayon's pool for the engine's parallel regions (crate::threads)
+    threads::run_if(xsmm::applies(x.nrows(), w.len()), || {
+        weight_grads(x, w, grad, dx, dw, accum);
+    });
     sum_rows_into(grad, db, accum, Par::Auto)
 }
 
@@ -90,13 +94,17 @@ fn weight_grads<T: Element>(
         Accum::Add => T::one(),
     };
     let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
-    match dx {
-        // one row: dxᵀ = w·gradᵀ is a matrix-vector product
-        Some(mut dx) if single_row => {
-            gemv(T::one(), &w, &grad.row(0), T::zero(), &mut dx.row_mut(0))
+    let small = xsmm::applies(x.nrows(), w.len());
+    if let Some(mut dx) = dx {
+        if single_row {
+            // one row: dxᵀ = w·gradᵀ is a matrix-vector product
+            gemv(T::one(), &w, &grad.row(0), T::zero(), &mut dx.row_mut(0));
+        } else if !(small && xsmm::gemm_nt(&grad, &w, &mut dx)) {
+            gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx);
         }
-        Some(mut dx) => gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx),
-        None => {}
+    }
+    if small && xsmm::gemm_tn(&x, &grad, &mut dw, accum == Accum::Add) {
+        return;
     }
     match accum {
         // one row: dw = xᵀ·grad is an outer product, memory-bound; written in one pass

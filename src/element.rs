@@ -40,6 +40,15 @@ pub trait Element:
     #[doc(hidden)]
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
 
+    /// As [`Element::with_scratch`], but the slice's contents are left from earlier calls (for
+    /// buffers that are written before they are read).
+    #[doc(hidden)]
+    fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+
+    /// libxsmm's JIT kernel for `d` in this precision, where it has one.
+    #[doc(hidden)]
+    fn xsmm_dispatch(d: &crate::xsmm::Desc) -> Option<crate::xsmm::RawKernel>;
+
     /// `y ← α·x + y` through BLAS (`?axpy`); `x` and `y` of equal length.
     #[doc(hidden)]
     fn axpy(alpha: Self, x: &[Self], y: &mut [Self]);
@@ -59,7 +68,7 @@ pub trait Element:
 }
 
 macro_rules! element {
-    ($t:ty, $axpy:ident, $scal:ident, $ger:ident) => {
+    ($t:ty, $axpy:ident, $scal:ident, $ger:ident, $xsmm:ident) => {
         impl Element for $t {
             const NAME: &'static str = stringify!($t);
 
@@ -79,6 +88,25 @@ macro_rules! element {
                     }
                     Err(_) => f(&mut vec![0.0; len]),
                 })
+            }
+
+            fn with_buffer<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+                thread_local! {
+                    static BUFFER: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+                }
+                BUFFER.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => {
+                        if buf.len() < len {
+                            buf.resize(len, 0.0);
+                        }
+                        f(&mut buf[..len])
+                    }
+                    Err(_) => f(&mut vec![0.0; len]),
+                })
+            }
+
+            fn xsmm_dispatch(d: &crate::xsmm::Desc) -> Option<crate::xsmm::RawKernel> {
+                crate::xsmm::$xsmm(d)
             }
 
             fn axpy(alpha: Self, x: &[Self], y: &mut [Self]) {
@@ -101,5 +129,5 @@ macro_rules! element {
     };
 }
 
-element!(f32, cblas_saxpy, cblas_sscal, sger);
-element!(f64, cblas_daxpy, cblas_dscal, dger);
+element!(f32, cblas_saxpy, cblas_sscal, sger, dispatch_f32);
+element!(f64, cblas_daxpy, cblas_dscal, dger, dispatch_f64);

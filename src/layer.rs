@@ -6,6 +6,7 @@ use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::forward::{check_forward, forward_folded_into};
 use crate::init::{draw, Init};
+use crate::{threads, xsmm};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 /// An affine (dense, fully connected) layer `y = x·w + b` with `w: (in, out)`, `b: (out)`.
@@ -196,11 +197,11 @@ impl<T: Element> Affine<T> {
             (batch, self.out_dim()),
         )?;
         reserve_rows(&mut self.y, batch, T::zero());
-        forward_folded_into(
-            self.x.slice(s![..batch, ..]),
-            self.wb.view(),
-            self.y.slice_mut(s![..batch, ..]),
-        );
+        let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
+        let y = self.y.slice_mut(s![..batch, ..]);
+        threads::run_if(xsmm::applies(batch, wb.len()), || {
+            forward_folded_into(x, wb, y);
+        });
         self.batch = Some(batch);
         Ok(self.y.slice(s![..batch, ..]))
     }
@@ -234,14 +235,11 @@ impl<T: Element> Affine<T> {
         let w_dim = self.w_dim();
         check_backward(x_dim, w_dim, grad.dim(), Some(x_dim), w_dim, w_dim.1)?;
         reserve_rows(&mut self.dx, batch, T::zero());
-        backward_folded_into(
-            self.x.slice(s![..batch, ..]),
-            self.wb.view(),
-            grad,
-            Some(self.dx.slice_mut(s![..batch, ..])),
-            self.dwb.view_mut(),
-            accum,
-        );
+        let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
+        let (dx, dwb) = (self.dx.slice_mut(s![..batch, ..]), self.dwb.view_mut());
+        threads::run_if(xsmm::applies(batch, wb.len()), || {
+            backward_folded_into(x, wb, grad, Some(dx), dwb, accum);
+        });
         self.grad_batch = Some(batch);
         Ok(self.dx.slice(s![..batch, ..]))
     }

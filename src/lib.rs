@@ -40,7 +40,9 @@ pub mod optim;
 #[cfg(feature = "report")]
 pub mod peak;
 pub mod reduce;
+pub mod threads;
 pub mod workload;
+pub mod xsmm;
 
 pub use backward::{backward_into, Accum};
 pub use element::Element;

@@ -120,9 +120,29 @@ fn steady_state_allocates_nothing() {
     }
 
     // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
-    // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing
-    assert_eq!(warmed_layer_allocations::<f32>(), 0, "f32 layer");
-    assert_eq!(warmed_layer_allocations::<f64>(), 0, "f64 layer");
+    // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing; run inside rayon's
+    // pool, as batch 37 takes the small-batch engine (see below for outside it)
+    use affine_blas::threads::run;
+    assert_eq!(run(warmed_layer_allocations::<f32>), 0, "f32 layer");
+    assert_eq!(run(warmed_layer_allocations::<f64>), 0, "f64 layer");
+
+    // the small-batch engine (libxsmm, split across rayon's threads): many steps inside the pool
+    // allocate nothing; from outside it, rayon's queue of injected jobs allocates a block now
+    // and then (every 63 injections), which is why training loops run inside (threads::run)
+    let mut l = Affine::<f32>::new(512, 384, Init::He, 3).unwrap();
+    let (x, g) = (random::<f32>(32, 512, 4), random::<f32>(32, 384, 5));
+    let mut step = || {
+        l.forward(x.view()).unwrap();
+        l.backward(g.view()).unwrap();
+    };
+    let inside = affine_blas::threads::run(|| steady_allocations(|| (0..100).for_each(|_| step())));
+    assert_eq!(inside, 0, "engine steps inside the pool");
+    let outside = steady_allocations(|| (0..100).for_each(|_| step()));
+    eprintln!("engine: 500 steps from outside rayon's pool made {outside} allocations");
+    assert!(
+        outside <= 500 * 2 / 63 + 2,
+        "engine steps outside the pool: {outside}"
+    );
 }
 
 fn warmed_layer_allocations<T: affine_blas::Element>() -> usize {

@@ -1,0 +1,597 @@
+//! The small-batch engine: libxsmm's JIT-generated GEMM kernels run on the operands where they
+//! lie, each of rayon's threads owning a contiguous share of the output.
+//!
+//! At a small batch OpenBLAS spends most of a layer's GEMM packing `w` (read once per call) and
+//! splitting one call across its threads; libxsmm's register-blocked kernels read `w` in place.
+//! Where this engine applies ([`applies`]) it measured 0.35–0.7× OpenBLAS's time for the three
+//! products of a step (README, "The small-batch engine"); everywhere else OpenBLAS runs.
+//!
+//! libxsmm is column-major, and a row-major `(r, c)` matrix is a column-major `(c, r)` one, so
+//! the layer's products become (`B` = batch):
+//!
+//! | product | row-major | libxsmm kernel (column-major) | split across threads |
+//! |---|---|---|---|
+//! | forward | `y = x·w` | `yᵀ (out×B) = wᵀ (out×in) · xᵀ (in×B)` | `out`, by column blocks of `y` |
+//! | weight gradient | `dw (+)= xᵀ·g` | `dwᵀ (out×in) = gᵀ (out×B) · x (B×in)`, `TRANS_B` | `in`, by row blocks of `dw` |
+//! | input gradient | `dx = g·wᵀ` | `dx (B×in) = g (B×out) · wᵀ (out×in)` | `in`, by column blocks of `dx` |
+//!
+//! libxsmm 1.17 has no transposed-A kernels, so the input gradient transposes the two small
+//! `(B, ·)` matrices `g` and `dx` through a scratch buffer rather than `w`. `w` is cut into
+//! tiles of [`TILE_BYTES`] × [`TILE_K`] so that a tile stays in L2 (unblocked, a 4 KB row stride
+//! makes the kernel's loads collide in L2 sets).
+//!
+//! Without libxsmm at build time (the `xsmm` feature off, or `libxsmm-dev` not installed) or on a
+//! CPU without AVX2, [`available`] is false and every product goes to OpenBLAS.
+
+use crate::element::Element;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The smallest batch the engine takes: batch 1 goes to BLAS GEMV/GER instead.
+pub const MIN_BATCH: usize = 2;
+/// The largest batch the engine takes; above it OpenBLAS's packed GEMM measured as fast or faster.
+pub const MAX_BATCH: usize = 512;
+/// The engine takes layers with at least this many weights (`in · out`); below, a GEMM is a few
+/// microseconds and splitting it across threads costs more than it saves.
+pub const MIN_WEIGHT: usize = 1 << 16;
+/// Rows of a `w` tile along the split dimension, in bytes (128 `f32`, 64 `f64`).
+pub const TILE_BYTES: usize = 512;
+/// Rows of a `w` tile along the reduction dimension.
+pub const TILE_K: usize = 128;
+
+/// A JIT kernel `c ← a·b (+ c)` on column-major operands, as libxsmm returns it. Variadic in C
+/// (prefetching kernels take three more pointers); ours are dispatched without prefetch.
+#[doc(hidden)]
+pub type RawKernel = unsafe extern "C" fn(a: *const c_void, b: *const c_void, c: *mut c_void, ...);
+
+/// What a kernel computes: column-major `C (m×n) ← A (m×k) · op(B) (k×n) (+ C)`, with
+/// `op(B) = Bᵀ` (stored `n×k`) when `trans_b`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    pub m: c_int,
+    pub n: c_int,
+    pub k: c_int,
+    pub lda: c_int,
+    pub ldb: c_int,
+    pub ldc: c_int,
+    /// β = 1 (add into `C`) instead of β = 0.
+    pub accumulate: bool,
+    pub trans_b: bool,
+}
+
+#[cfg(affine_xsmm)]
+mod ffi {
+    use std::os::raw::{c_char, c_int};
+
+    /// `LIBXSMM_X86_AVX2`: the oldest target whose JIT kernels beat OpenBLAS here.
+    pub const X86_AVX2: c_int = 1006;
+    pub const FLAG_TRANS_B: c_int = 2;
+    pub const PREFETCH_NONE: c_int = 0;
+
+    extern "C" {
+        pub fn libxsmm_init();
+        pub fn libxsmm_get_target_archid() -> c_int;
+        pub fn libxsmm_get_target_arch() -> *const c_char;
+        #[allow(clippy::too_many_arguments)]
+        pub fn libxsmm_smmdispatch(
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            lda: *const c_int,
+            ldb: *const c_int,
+            ldc: *const c_int,
+            alpha: *const f32,
+            beta: *const f32,
+            flags: *const c_int,
+            prefetch: *const c_int,
+        ) -> Option<super::RawKernel>;
+        #[allow(clippy::too_many_arguments)]
+        pub fn libxsmm_dmmdispatch(
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            lda: *const c_int,
+            ldb: *const c_int,
+            ldc: *const c_int,
+            alpha: *const f64,
+            beta: *const f64,
+            flags: *const c_int,
+            prefetch: *const c_int,
+        ) -> Option<super::RawKernel>;
+    }
+}
+
+/// libxsmm's kernel for `d` in single precision; `None` where it cannot make one.
+#[doc(hidden)]
+pub fn dispatch_f32(d: &Desc) -> Option<RawKernel> {
+    #[cfg(affine_xsmm)]
+    {
+        let (alpha, beta) = (1.0f32, if d.accumulate { 1.0f32 } else { 0.0 });
+        let flags = if d.trans_b { ffi::FLAG_TRANS_B } else { 0 };
+        // SAFETY: FFI call; every pointer is to a local that outlives it, and libxsmm only reads
+        // them. It returns a kernel or null (None), and is thread-safe.
+        unsafe {
+            ffi::libxsmm_smmdispatch(
+                d.m,
+                d.n,
+                d.k,
+                &d.lda,
+                &d.ldb,
+                &d.ldc,
+                &alpha,
+                &beta,
+                &flags,
+                &ffi::PREFETCH_NONE,
+            )
+        }
+    }
+    #[cfg(not(affine_xsmm))]
+    {
+        let _ = d;
+        None
+    }
+}
+
+/// libxsmm's kernel for `d` in double precision; `None` where it cannot make one.
+#[doc(hidden)]
+pub fn dispatch_f64(d: &Desc) -> Option<RawKernel> {
+    #[cfg(affine_xsmm)]
+    {
+        let (alpha, beta) = (1.0f64, if d.accumulate { 1.0f64 } else { 0.0 });
+        let flags = if d.trans_b { ffi::FLAG_TRANS_B } else { 0 };
+        // SAFETY: as in dispatch_f32.
+        unsafe {
+            ffi::libxsmm_dmmdispatch(
+                d.m,
+                d.n,
+                d.k,
+                &d.lda,
+                &d.ldb,
+                &d.ldc,
+                &alpha,
+                &beta,
+                &flags,
+                &ffi::PREFETCH_NONE,
+            )
+        }
+    }
+    #[cfg(not(affine_xsmm))]
+    {
+        let _ = d;
+        None
+    }
+}
+
+/// Whether libxsmm was linked into this build (it may still be unusable on this CPU: see
+/// [`available`]).
+pub const LINKED: bool = cfg!(affine_xsmm);
+
+const UNKNOWN: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+const MISSING: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Whether libxsmm was linked and makes JIT kernels on this CPU (AVX2 or wider).
+pub fn available() -> bool {
+    state() != MISSING
+}
+
+/// Whether the engine runs where it applies: [`available`], and not switched off by
+/// [`set_enabled`] or by the environment variable `AFFINE_BLAS_XSMM=0` at first use.
+pub fn enabled() -> bool {
+    state() == ON
+}
+
+/// Switches the engine on or off (process-wide; for comparisons). Returns whether it is now on,
+/// which is false whatever `on` says where it is not [`available`].
+pub fn set_enabled(on: bool) -> bool {
+    if !available() {
+        return false;
+    }
+    STATE.store(if on { ON } else { OFF }, Ordering::Relaxed);
+    on
+}
+
+/// The instruction set libxsmm generates code for, e.g. `"cpx"` (AVX-512), or `"none"`.
+pub fn target() -> String {
+    #[cfg(affine_xsmm)]
+    if available() {
+        // SAFETY: FFI call after libxsmm_init; it returns a static NUL-terminated name or null.
+        let name = unsafe { ffi::libxsmm_get_target_arch() };
+        if !name.is_null() {
+            // SAFETY: non-null, and libxsmm's arch names are static C strings.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) };
+            return name.to_string_lossy().into_owned();
+        }
+    }
+    "none".to_string()
+}
+
+fn state() -> u8 {
+    match STATE.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let s = if !probe() {
+                MISSING
+            } else if std::env::var("AFFINE_BLAS_XSMM").is_ok_and(|v| v == "0" || v == "off") {
+                OFF
+            } else {
+                ON
+            };
+            // a racing first call probes too and stores the same answer
+            let _ = STATE.compare_exchange(UNKNOWN, s, Ordering::Relaxed, Ordering::Relaxed);
+            STATE.load(Ordering::Relaxed)
+        }
+        s => s,
+    }
+}
+
+#[cfg(affine_xsmm)]
+fn probe() -> bool {
+    // SAFETY: FFI calls without arguments; libxsmm_init may be called more than once and from
+    // any thread.
+    let arch = unsafe {
+        ffi::libxsmm_init();
+        ffi::libxsmm_get_target_archid()
+    };
+    arch >= ffi::X86_AVX2
+}
+
+#[cfg(not(affine_xsmm))]
+fn probe() -> bool {
+    false
+}
+
+/// Whether the engine takes a layer product at this batch with a weight of `weights` elements.
+pub fn applies(batch: usize, weights: usize) -> bool {
+    (MIN_BATCH..=MAX_BATCH).contains(&batch) && weights >= MIN_WEIGHT && enabled()
+}
+
+/// A row-major operand: its address, rows, columns and row stride (elements).
+#[derive(Clone, Copy)]
+struct Mat {
+    addr: usize,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+}
+
+impl Mat {
+    /// `a` as libxsmm can read it in place: unit column stride, positive row stride of at least
+    /// its columns; `None` otherwise.
+    fn of<T>(a: &ArrayView2<'_, T>) -> Option<Mat> {
+        Self::from_parts(a.as_ptr().expose_provenance(), a.dim(), a.strides())
+    }
+
+    fn of_mut<T>(a: &mut ArrayViewMut2<'_, T>) -> Option<Mat> {
+        let (dim, strides) = (a.dim(), [a.strides()[0], a.strides()[1]]);
+        Self::from_parts(a.as_mut_ptr().expose_provenance(), dim, &strides)
+    }
+
+    fn from_parts(addr: usize, (rows, cols): (usize, usize), strides: &[isize]) -> Option<Mat> {
+        // a length-1 axis's stride is never stepped along (ndarray may give it 0)
+        let unit_cols = cols <= 1 || strides[1] == 1;
+        let ld = if rows <= 1 {
+            cols.max(1)
+        } else {
+            usize::try_from(strides[0]).ok()?
+        };
+        (unit_cols && ld >= cols && fits(ld) && fits(rows) && fits(cols)).then_some(Mat {
+            addr,
+            rows,
+            cols,
+            ld,
+        })
+    }
+
+    /// Address of element `(r, c)`, for `T` elements.
+    fn at<T>(&self, r: usize, c: usize) -> usize {
+        self.addr + (r * self.ld + c) * std::mem::size_of::<T>()
+    }
+}
+
+fn fits(n: usize) -> bool {
+    c_int::try_from(n).is_ok()
+}
+
+fn int(n: usize) -> c_int {
+    // every dimension and stride was checked by Mat::from_parts or is a tile of one
+    c_int::try_from(n).unwrap_or(c_int::MAX)
+}
+
+/// The kernels of one product, dispatched before anything is written (so that a kernel libxsmm
+/// cannot make leaves the product to OpenBLAS untouched): eight variants, bit 0 for the edge tile
+/// of one dimension, bit 1 for the edge tile of another, bit 2 for β = 1.
+struct Kernels([RawKernel; 8]);
+
+impl Kernels {
+    fn new<T: Element>(desc: impl Fn(usize) -> Desc) -> Option<Self> {
+        let mut ks = [T::xsmm_dispatch(&desc(0))?; 8];
+        for (i, slot) in ks.iter_mut().enumerate().skip(1) {
+            *slot = T::xsmm_dispatch(&desc(i))?;
+        }
+        Some(Kernels(ks))
+    }
+
+    fn get(&self, edge0: bool, edge1: bool, accumulate: bool) -> RawKernel {
+        self.0[usize::from(edge0) | usize::from(edge1) << 1 | usize::from(accumulate) << 2]
+    }
+}
+
+/// A dimension of `len` cut into tiles of `tile`: the tile, and the last tile's length.
+#[derive(Clone, Copy)]
+struct Tiling {
+    len: usize,
+    tile: usize,
+    edge: usize,
+}
+
+impl Tiling {
+    fn new(len: usize, tile: usize) -> Self {
+        let tile = tile.clamp(1, len.max(1));
+        let edge = match len % tile {
+            0 => tile,
+            r => r,
+        };
+        Tiling { len, tile, edge }
+    }
+
+    /// `tile` for bit clear, `edge` for bit set.
+    fn pick(&self, edge: bool) -> usize {
+        if edge {
+            self.edge
+        } else {
+            self.tile
+        }
+    }
+
+    /// The tiles `(start, length, is_edge)` of `[lo, hi)`, which starts on a tile boundary.
+    fn tiles(&self, lo: usize, hi: usize) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
+        (lo..hi).step_by(self.tile).map(move |s| {
+            let n = self.tile.min(hi - s);
+            (s, n, n != self.tile)
+        })
+    }
+
+    /// As many parts as rayon has threads, at most one per tile.
+    fn parts(&self) -> usize {
+        rayon::current_num_threads()
+            .min(self.len.div_ceil(self.tile))
+            .max(1)
+    }
+
+    /// Where part `p` of `parts` starts: parts hold whole tiles, as evenly as they go.
+    fn part_start(&self, p: usize, parts: usize) -> usize {
+        let tiles = self.len.div_ceil(self.tile);
+        (p * tiles / parts * self.tile).min(self.len)
+    }
+}
+
+/// Runs `f(start, end, v)` for parts `lo..hi` of a dimension, part `p` covering
+/// `[start(p), start(p + 1))`, in parallel: `v` is split (`split(v, length of the first half)`)
+/// and the halves handed to `rayon::join`, which allocates nothing when called inside rayon's pool.
+fn par_parts<V, S, F>(
+    v: V,
+    (lo, hi): (usize, usize),
+    start: &(impl Fn(usize) -> usize + Sync),
+    split: &S,
+    f: &F,
+) where
+    V: Send,
+    S: Fn(V, usize) -> (V, V) + Sync,
+    F: Fn(usize, usize, V) + Sync,
+{
+    let (s0, s1) = (start(lo), start(hi));
+    if hi - lo <= 1 {
+        if s1 > s0 {
+            f(s0, s1, v);
+        }
+        return;
+    }
+    let mid = lo + (hi - lo) / 2;
+    let (a, b) = split(v, start(mid) - s0);
+    rayon::join(
+        || par_parts(a, (lo, mid), start, split, f),
+        || par_parts(b, (mid, hi), start, split, f),
+    );
+}
+
+fn ptr(addr: usize) -> *const c_void {
+    std::ptr::with_exposed_provenance(addr)
+}
+
+/// Runs a kernel on the operands at these addresses.
+fn run(kernel: RawKernel, a: usize, b: usize, c: *mut c_void) {
+    // SAFETY: FFI call. The kernel was made for this tile's m, n, k and leading dimensions, and
+    // every address is an element of an operand checked by `Mat` (unit column stride, row
+    // stride ≥ columns) whose tile at that corner lies inside it. `c` points into the output
+    // block this thread owns exclusively (split from a `&mut` view); `a` and `b` are only read.
+    unsafe { kernel(ptr(a), ptr(b), c) };
+}
+
+/// `y ← x·w`, or `y ← y + x·w` when `accumulate`, for `x: (B, K)`, `w: (K, N)`, `y: (B, N)`.
+/// Returns false, having written nothing, where the engine cannot take these operands (a layout
+/// libxsmm cannot read in place, an empty dimension, no kernel).
+pub(crate) fn gemm_nn<T: Element>(
+    x: &ArrayView2<'_, T>,
+    w: &ArrayView2<'_, T>,
+    y: &mut ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) -> bool {
+    let (Some(xm), Some(wm), Some(ym)) = (Mat::of(x), Mat::of(w), Mat::of_mut(y)) else {
+        return false;
+    };
+    let (b, k, n) = (xm.rows, xm.cols, wm.cols);
+    if b == 0 || k == 0 || n == 0 || wm.rows != k || ym.rows != b || ym.cols != n {
+        return false;
+    }
+    // column-major: yᵀ (n×b) = wᵀ (n×k) · xᵀ (k×b); m = out is split, k is blocked
+    let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
+    let tk = Tiling::new(k, TILE_K);
+    let Some(ks) = Kernels::new::<T>(|i| Desc {
+        m: int(tm.pick(i & 1 != 0)),
+        n: int(b),
+        k: int(tk.pick(i & 2 != 0)),
+        lda: int(wm.ld),
+        ldb: int(xm.ld),
+        ldc: int(ym.ld),
+        accumulate: i & 4 != 0,
+        trans_b: false,
+    }) else {
+        return false;
+    };
+    let parts = tm.parts();
+    par_parts(
+        y.view_mut(),
+        (0, parts),
+        &|p| tm.part_start(p, parts),
+        &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(1), at),
+        &|c0, c1, mut block: ArrayViewMut2<'_, T>| {
+            let c = block.as_mut_ptr();
+            for (m0, _, m_edge) in tm.tiles(c0, c1) {
+                for (k0, _, k_edge) in tk.tiles(0, k) {
+                    let kernel = ks.get(m_edge, k_edge, accumulate || k0 > 0);
+                    let c = c.wrapping_add(m0 - c0).cast();
+                    run(kernel, wm.at::<T>(k0, m0), xm.at::<T>(0, k0), c);
+                }
+            }
+        },
+    );
+    true
+}
+
+/// `dw ← xᵀ·g`, or `dw ← dw + xᵀ·g` when `accumulate`, for `x: (B, K)`, `g: (B, N)`,
+/// `dw: (K, N)`. Returns false, having written nothing, as [`gemm_nn`].
+pub(crate) fn gemm_tn<T: Element>(
+    x: &ArrayView2<'_, T>,
+    g: &ArrayView2<'_, T>,
+    dw: &mut ArrayViewMut2<'_, T>,
+    accumulate: bool,
+) -> bool {
+    let (Some(xm), Some(gm), Some(dm)) = (Mat::of(x), Mat::of(g), Mat::of_mut(dw)) else {
+        return false;
+    };
+    let (b, k, n) = (xm.rows, xm.cols, gm.cols);
+    if b == 0 || k == 0 || n == 0 || gm.rows != b || dm.rows != k || dm.cols != n {
+        return false;
+    }
+    // column-major: dwᵀ (n×k) = gᵀ (n×b) · op(x) with x stored (k×b), op = ᵀ; the rows of dw
+    // (libxsmm's n) are split so that each thread writes a contiguous block
+    let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
+    let tn = Tiling::new(k, TILE_K);
+    let Some(ks) = Kernels::new::<T>(|i| Desc {
+        m: int(tm.pick(i & 1 != 0)),
+        n: int(tn.pick(i & 2 != 0)),
+        k: int(b),
+        lda: int(gm.ld),
+        ldb: int(xm.ld),
+        ldc: int(dm.ld),
+        accumulate: i & 4 != 0,
+        trans_b: true,
+    }) else {
+        return false;
+    };
+    let parts = tn.parts();
+    par_parts(
+        dw.view_mut(),
+        (0, parts),
+        &|p| tn.part_start(p, parts),
+        &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(0), at),
+        &|r0, r1, mut block: ArrayViewMut2<'_, T>| {
+            let c = block.as_mut_ptr();
+            for (n0, _, n_edge) in tn.tiles(r0, r1) {
+                for (m0, _, m_edge) in tm.tiles(0, n) {
+                    let kernel = ks.get(m_edge, n_edge, accumulate);
+                    let c = c.wrapping_add((n0 - r0) * dm.ld + m0).cast();
+                    run(kernel, gm.at::<T>(0, m0), xm.at::<T>(0, n0), c);
+                }
+            }
+        },
+    );
+    true
+}
+
+/// `dx ← g·wᵀ` for `g: (B, N)`, `w: (K, N)`, `dx: (B, K)`. Returns false, having written
+/// nothing, as [`gemm_nn`]. Uses the calling thread's scratch buffer of `B·(N + K)` elements
+/// (allocated once, reused).
+pub(crate) fn gemm_nt<T: Element>(
+    g: &ArrayView2<'_, T>,
+    w: &ArrayView2<'_, T>,
+    dx: &mut ArrayViewMut2<'_, T>,
+) -> bool {
+    let (Some(gm), Some(wm), Some(dm)) = (Mat::of(g), Mat::of(w), Mat::of_mut(dx)) else {
+        return false;
+    };
+    let (b, n, k) = (gm.rows, gm.cols, wm.rows);
+    if b == 0 || k == 0 || n == 0 || wm.cols != n || dm.rows != b || dm.cols != k {
+        return false;
+    }
+    // column-major: dx (b×k) = g (b×n) · wᵀ... with g and dx as their transposes gt (n, b) and
+    // dxt (k, b) row-major, i.e. (b×n) and (b×k) column-major: dxt = gt · w-as-(n×k)
+    let tn = Tiling::new(k, TILE_K);
+    let tk = Tiling::new(n, TILE_K);
+    let Some(ks) = Kernels::new::<T>(|i| Desc {
+        m: int(b),
+        n: int(tn.pick(i & 1 != 0)),
+        k: int(tk.pick(i & 2 != 0)),
+        lda: int(b),
+        ldb: int(wm.ld),
+        ldc: int(b),
+        accumulate: i & 4 != 0,
+        trans_b: false,
+    }) else {
+        return false;
+    };
+    T::with_buffer(b * (n + k), |buf| {
+        let (gt, dxt) = buf.split_at_mut(b * n);
+        let (Ok(mut gt), Ok(dxt)) = (
+            ArrayViewMut2::from_shape((n, b), gt),
+            ArrayViewMut2::from_shape((k, b), dxt),
+        ) else {
+            return false;
+        };
+        // gt ← gᵀ, by row blocks of gt
+        let tg = Tiling::new(n, TILE_K);
+        let parts = tg.parts();
+        par_parts(
+            gt.view_mut(),
+            (0, parts),
+            &|p| tg.part_start(p, parts),
+            &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(0), at),
+            &|r0, r1, mut block: ArrayViewMut2<'_, T>| {
+                block.assign(&g.slice(ndarray::s![.., r0..r1]).t());
+            },
+        );
+        let gt = gt.view();
+        let Some(gtm) = Mat::of(&gt) else {
+            return false;
+        };
+        // dxt ← gt·w by row blocks of dxt (columns of dx), then each block into dx
+        let parts = tn.parts();
+        par_parts(
+            (dx.view_mut(), dxt),
+            (0, parts),
+            &|p| tn.part_start(p, parts),
+            &|(d, t): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>), at| {
+                let (d0, d1) = d.split_at(Axis(1), at);
+                let (t0, t1) = t.split_at(Axis(0), at);
+                ((d0, t0), (d1, t1))
+            },
+            &|r0, r1, (mut d, mut t): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>)| {
+                let c = t.as_mut_ptr();
+                for (n0, _, n_edge) in tn.tiles(r0, r1) {
+                    for (k0, _, k_edge) in tk.tiles(0, n) {
+                        let kernel = ks.get(n_edge, k_edge, k0 > 0);
+                        let c = c.wrapping_add((n0 - r0) * b).cast();
+                        run(kernel, gtm.at::<T>(k0, 0), wm.at::<T>(n0, k0), c);
+                    }
+                }
+                d.assign(&t.t());
+            },
+        );
+        true
+    })
+}

@@ -1,0 +1,266 @@
+//! The small-batch engine (libxsmm kernels split across rayon's threads): results against a naive
+//! f64 reference at shapes that exercise its edge tiles and strided operands, proof (through the
+//! BLAS spy) that it, not OpenBLAS, computed them, and repeatability under concurrency.
+
+mod common;
+mod spy;
+
+use affine_blas::{backward_into, forward_into, xsmm, Accum, Affine, Element};
+use common::{assert_close, assert_close1, naive_matmul, random, random1, to_f64};
+use ndarray::{s, Array1, Array2, Axis};
+
+/// (batch, in, out): edge tiles along every dimension (257, 300, 1000, 130 are not multiples of
+/// the tiles), a weight of exactly `MIN_WEIGHT`, batch 2 and `MAX_BATCH`.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (2, 256, 256),
+    (3, 300, 257),
+    (17, 1000, 130),
+    (33, 4096, 16),
+    (64, 129, 1024),
+    (xsmm::MAX_BATCH, 256, 300),
+];
+
+#[test]
+fn the_engine_is_on_where_libxsmm_was_linked() {
+    if xsmm::LINKED && cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx2") {
+        assert!(xsmm::available(), "libxsmm linked but not available");
+        assert!(xsmm::enabled() || std::env::var_os("AFFINE_BLAS_XSMM").is_some());
+        assert_ne!(xsmm::target(), "none");
+    }
+    for &(b, i, o) in SHAPES {
+        assert_eq!(xsmm::applies(b, i * o), xsmm::enabled(), "{b}x{i}x{o}");
+    }
+    assert!(!xsmm::applies(1, 1 << 20), "batch 1 goes to GEMV");
+    assert!(!xsmm::applies(xsmm::MAX_BATCH + 1, 1 << 20));
+    assert!(!xsmm::applies(32, xsmm::MIN_WEIGHT - 1));
+}
+
+/// The stateless kernels at `shape`, with `x`, `grad`, `y`, `dx` as column blocks of wider
+/// matrices (row stride ≠ columns), against the naive reference; `dw`, `db` accumulate on a
+/// second call. Returns the GEMM calls OpenBLAS saw.
+fn stateless<T: Element>((batch, inp, out): (usize, usize, usize), seed: u64) -> usize {
+    let xw = random::<T>(batch, inp + 5, seed);
+    let w = random::<T>(inp, out, seed + 1);
+    let b = random1::<T>(out, seed + 2);
+    let gw = random::<T>(batch, out + 3, seed + 3);
+    let (x, g) = (xw.slice(s![.., 2..2 + inp]), gw.slice(s![.., 1..1 + out]));
+    let mut y = Array2::from_elem((batch, out + 7), T::nan());
+    let mut dx = Array2::from_elem((batch, inp + 2), T::nan());
+    let mut dw = Array2::from_elem((inp, out), T::nan());
+    let mut db = Array1::from_elem(out, T::nan());
+    let [gemms, _, _] = spy::calls(|| {
+        forward_into(x, w.view(), b.view(), y.slice_mut(s![.., 4..4 + out])).unwrap();
+        let dxv = Some(dx.slice_mut(s![.., 1..1 + inp]));
+        backward_into(
+            x,
+            w.view(),
+            g,
+            dxv,
+            dw.view_mut(),
+            db.view_mut(),
+            Accum::Replace,
+        )
+        .unwrap();
+    });
+    let name = format!("{} {batch}x{inp}x{out}", T::NAME);
+    let (x64, w64, g64) = (to_f64(x), to_f64(w.view()), to_f64(g));
+    let (mut yw, ys) = naive_matmul(&x64, &w64);
+    let b64 = b.mapv(|v| v.to_f64().unwrap_or(f64::NAN));
+    yw += &b64;
+    let ys = ys + &b64.mapv(f64::abs);
+    assert_close(
+        &format!("{name} y"),
+        y.slice(s![.., 4..4 + out]),
+        &yw,
+        &ys,
+        inp + 1,
+    );
+    assert!(
+        y.slice(s![.., ..4]).iter().all(|v| v.is_nan()),
+        "{name}: wrote left of y"
+    );
+    let (dxw, dxs) = naive_matmul(&g64, &w64.t().to_owned());
+    assert_close(
+        &format!("{name} dx"),
+        dx.slice(s![.., 1..1 + inp]),
+        &dxw,
+        &dxs,
+        out,
+    );
+    assert!(
+        dx.column(0).iter().all(|v| v.is_nan()),
+        "{name}: wrote left of dx"
+    );
+    let (dww, dws) = naive_matmul(&x64.t().to_owned(), &g64);
+    assert_close(&format!("{name} dw"), dw.view(), &dww, &dws, batch);
+    let dbw = g64.sum_axis(Axis(0));
+    let dbs = g64.mapv(f64::abs).sum_axis(Axis(0));
+    assert_close1(&format!("{name} db"), db.view(), &dbw, &dbs, batch);
+    // accumulate: dw ← dw + xᵀ·g
+    let before = dw.clone();
+    backward_into(
+        x,
+        w.view(),
+        g,
+        None,
+        dw.view_mut(),
+        db.view_mut(),
+        Accum::Add,
+    )
+    .unwrap();
+    let twice = to_f64(before.view()) + &dww;
+    assert_close(
+        &format!("{name} dw+="),
+        dw.view(),
+        &twice,
+        &(dws * 2.0),
+        batch + 1,
+    );
+    gemms
+}
+
+#[test]
+fn stateless_kernels_match_the_reference() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let g32 = stateless::<f32>(shape, 10 * i as u64);
+        let g64 = stateless::<f64>(shape, 10 * i as u64 + 5);
+        if xsmm::enabled() {
+            assert_eq!(
+                (g32, g64),
+                (0, 0),
+                "{shape:?}: OpenBLAS ran a GEMM the engine takes"
+            );
+        }
+    }
+}
+
+/// The layer (bias folded in: `in + 1` rows of `[w; b]`) against the reference.
+fn layer<T: Element>((batch, inp, out): (usize, usize, usize), seed: u64) -> usize {
+    let x = random::<T>(batch, inp, seed);
+    let w = random::<T>(inp, out, seed + 1);
+    let b = random1::<T>(out, seed + 2);
+    let g = random::<T>(batch, out, seed + 3);
+    let mut l = Affine::from_params(w.clone(), b.clone()).unwrap();
+    let mut y = Array2::zeros((batch, out));
+    let mut dx = Array2::zeros((batch, inp));
+    let [gemms, _, _] = spy::calls(|| {
+        y.assign(&l.forward(x.view()).unwrap());
+        dx.assign(&l.backward(g.view()).unwrap());
+    });
+    let name = format!("layer {} {batch}x{inp}x{out}", T::NAME);
+    let (x64, w64, g64) = (to_f64(x.view()), to_f64(w.view()), to_f64(g.view()));
+    let (mut yw, ys) = naive_matmul(&x64, &w64);
+    yw += &b.mapv(|v| v.to_f64().unwrap_or(f64::NAN));
+    let ys = ys + 1.0;
+    assert_close(&format!("{name} y"), y.view(), &yw, &ys, inp + 1);
+    let (dxw, dxs) = naive_matmul(&g64, &w64.t().to_owned());
+    assert_close(&format!("{name} dx"), dx.view(), &dxw, &dxs, out);
+    let (dww, dws) = naive_matmul(&x64.t().to_owned(), &g64);
+    let grads = l.grad_param().unwrap();
+    assert_close(&format!("{name} dw"), grads.w, &dww, &dws, batch);
+    let dbs = g64.mapv(f64::abs).sum_axis(Axis(0));
+    assert_close1(
+        &format!("{name} db"),
+        grads.b,
+        &g64.sum_axis(Axis(0)),
+        &dbs,
+        batch,
+    );
+    gemms
+}
+
+#[test]
+fn the_layer_matches_the_reference() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let g32 = layer::<f32>(shape, 100 + 10 * i as u64);
+        let g64 = layer::<f64>(shape, 105 + 10 * i as u64);
+        if xsmm::enabled() {
+            assert_eq!(
+                (g32, g64),
+                (0, 0),
+                "{shape:?}: OpenBLAS ran a GEMM the engine takes"
+            );
+        }
+    }
+}
+
+/// Outputs of one forward and backward through the stateless kernels, poisoned first.
+struct Outs {
+    y: Array2<f32>,
+    dx: Array2<f32>,
+    dw: Array2<f32>,
+    db: Array1<f32>,
+}
+
+impl Outs {
+    fn new(batch: usize, inp: usize, out: usize) -> Self {
+        Outs {
+            y: Array2::zeros((batch, out)),
+            dx: Array2::zeros((batch, inp)),
+            dw: Array2::zeros((inp, out)),
+            db: Array1::zeros(out),
+        }
+    }
+
+    fn step(&mut self, x: &Array2<f32>, w: &Array2<f32>, b: &Array1<f32>, g: &Array2<f32>) {
+        self.y.fill(f32::NAN);
+        self.dx.fill(f32::NAN);
+        self.dw.fill(f32::NAN);
+        self.db.fill(f32::NAN);
+        forward_into(x.view(), w.view(), b.view(), self.y.view_mut()).unwrap();
+        let dx = Some(self.dx.view_mut());
+        let (dw, db) = (self.dw.view_mut(), self.db.view_mut());
+        backward_into(x.view(), w.view(), g.view(), dx, dw, db, Accum::Replace).unwrap();
+    }
+
+    fn same_bits(&self, o: &Outs) -> bool {
+        let bits2 = |a: &Array2<f32>, b: &Array2<f32>| {
+            a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+        };
+        bits2(&self.y, &o.y)
+            && bits2(&self.dx, &o.dx)
+            && bits2(&self.dw, &o.dw)
+            && self
+                .db
+                .iter()
+                .zip(&o.db)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+    }
+}
+
+/// The engine's threads each own a fixed block of the output and sum in a fixed order: repeated
+/// steps give the same bits, also with two steps running at once on rayon's two sides, and with
+/// OpenBLAS running a GEMM on another thread at the same time (Debian's pthread OpenBLAS
+/// serialises concurrent callers on its thread pool; this checks its results stay exact).
+#[test]
+fn concurrent_steps_give_the_same_bits() {
+    let (batch, inp, out) = (32, 512, 384);
+    let x = random::<f32>(batch, inp, 7);
+    let g = random::<f32>(batch, out, 8);
+    let w = random::<f32>(inp, out, 9);
+    let b = random1::<f32>(out, 10);
+    let mut want = Outs::new(batch, inp, out);
+    want.step(&x, &w, &b, &g);
+    assert!(want.y.iter().all(|v| v.is_finite()));
+    let (mut p, mut q) = (Outs::new(batch, inp, out), Outs::new(batch, inp, out));
+    let big = random::<f32>(256, 256, 11);
+    let mut big_out = Array2::<f32>::zeros((256, 256));
+    let big_want = big.dot(&big);
+    for it in 0..300 {
+        rayon::join(
+            || rayon::join(|| p.step(&x, &w, &b, &g), || q.step(&x, &w, &b, &g)),
+            || {
+                big_out.fill(f32::NAN);
+                ndarray::linalg::general_mat_mul(1.0, &big, &big, 0.0, &mut big_out);
+            },
+        );
+        assert!(
+            p.same_bits(&want) && q.same_bits(&want),
+            "iteration {it}: bits changed"
+        );
+        assert!(
+            big_out == big_want,
+            "iteration {it}: OpenBLAS's concurrent GEMM changed"
+        );
+    }
+}

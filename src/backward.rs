@@ -4,6 +4,7 @@ use crate::blas::{check_index, gemm, gemv, ger_fits, SINGLE_ROW_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
+use crate::xsmm::Product::Backward;
 use crate::{threads, xsmm};
 use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
@@ -55,7 +56,7 @@ pub fn backward_into<T: Element>(
         db.len(),
     )?;
     // one entry into rayon's pool for the engine's parallel regions (crate::threads)
-    threads::run_if(xsmm::applies(x.nrows(), w.len()), || {
+    threads::run_if(xsmm::applies::<T>(Backward, x.nrows(), w.len()), || {
         weight_grads(x, w, grad, dx, dw, accum);
     });
     sum_rows_into(grad, db, accum, Par::Auto)
@@ -94,7 +95,7 @@ fn weight_grads<T: Element>(
         Accum::Add => T::one(),
     };
     let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
-    let small = xsmm::applies(x.nrows(), w.len());
+    let small = xsmm::applies::<T>(Backward, x.nrows(), w.len());
     if let Some(mut dx) = dx {
         if single_row {
             // one row: dxᵀ = w·gradᵀ is a matrix-vector product

@@ -3,6 +3,7 @@
 use crate::blas::{check_index, gemm, gemv, GEMV_FORWARD_MIN_WEIGHT};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
+use crate::xsmm::Product::Forward;
 use crate::{threads, xsmm};
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 
@@ -33,7 +34,7 @@ pub fn forward_into<T: Element>(
         gemv(T::one(), &w.t(), &x.row(0), T::one(), &mut y0);
     } else {
         y.assign(&b);
-        let engine = xsmm::applies(x.nrows(), w.len());
+        let engine = xsmm::applies::<T>(Forward, x.nrows(), w.len());
         if !(engine && threads::run_if(engine, || xsmm::gemm_nn(&x, &w, &mut y, true))) {
             gemm(T::one(), &x, &w, T::one(), &mut y);
         }
@@ -54,7 +55,9 @@ pub(crate) fn forward_folded_into<T: Element>(
 ) {
     if x1.nrows() == 1 && wb.len() >= GEMV_FORWARD_MIN_WEIGHT {
         gemv(T::one(), &wb.t(), &x1.row(0), T::zero(), &mut y.row_mut(0));
-    } else if !(xsmm::applies(x1.nrows(), wb.len()) && xsmm::gemm_nn(&x1, &wb, &mut y, false)) {
+    } else if !(xsmm::applies::<T>(Forward, x1.nrows(), wb.len())
+        && xsmm::gemm_nn(&x1, &wb, &mut y, false))
+    {
         gemm(T::one(), &x1, &wb, T::zero(), &mut y);
     }
 }

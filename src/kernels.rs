@@ -64,7 +64,13 @@ impl std::fmt::Display for KernelChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KernelChoice::Kept { core } => write!(f, "{core}"),
-            KernelChoice::UserSet { core } => write!(f, "{core} (OPENBLAS_CORETYPE)"),
+            KernelChoice::UserSet { core } => match cpu_core() {
+                Some(best) if isa_rank(core) < isa_rank(best) => write!(
+                    f,
+                    "{core} (OPENBLAS_CORETYPE; this CPU could run {best}: unset it for wider vectors)"
+                ),
+                _ => write!(f, "{core} (OPENBLAS_CORETYPE)"),
+            },
             KernelChoice::Switched { from, to } => {
                 write!(
                     f,
@@ -80,7 +86,11 @@ impl std::fmt::Display for KernelChoice {
 /// crate calls it first.
 pub fn ensure_best_kernels() -> &'static KernelChoice {
     static CHOICE: OnceLock<KernelChoice> = OnceLock::new();
-    CHOICE.get_or_init(choose)
+    CHOICE.get_or_init(|| {
+        let choice = choose();
+        crate::threads::openblas_spin();
+        choice
+    })
 }
 
 fn choose() -> KernelChoice {
@@ -140,12 +150,23 @@ fn cpu_core() -> Option<&'static str> {
 /// The widest vector extension an OpenBLAS x86 core's kernels use: 3 AVX-512, 2 AVX2 + FMA,
 /// 1 AVX, 0 SSE or unknown.
 pub(crate) fn isa_rank(core: &str) -> u8 {
-    match core.to_ascii_lowercase().as_str() {
-        "skylakex" | "cooperlake" | "sapphirerapids" => 3,
-        "haswell" | "zen" | "excavator" | "steamroller" => 2,
-        "sandybridge" | "bulldozer" | "piledriver" => 1,
-        _ => 0,
-    }
+    // on every layer call (the small-batch engine's cutoffs): compares without allocating
+    const RANKS: &[(&str, u8)] = &[
+        ("skylakex", 3),
+        ("cooperlake", 3),
+        ("sapphirerapids", 3),
+        ("haswell", 2),
+        ("zen", 2),
+        ("excavator", 2),
+        ("steamroller", 2),
+        ("sandybridge", 1),
+        ("bulldozer", 1),
+        ("piledriver", 1),
+    ];
+    RANKS
+        .iter()
+        .find(|(name, _)| core.eq_ignore_ascii_case(name))
+        .map_or(0, |&(_, rank)| rank)
 }
 
 type InitFn = unsafe extern "C" fn();
@@ -153,16 +174,22 @@ type InitFn = unsafe extern "C" fn();
 /// `gotoblas_dynamic_quit` and `gotoblas_dynamic_init`, which only a `DYNAMIC_ARCH` OpenBLAS has.
 fn dynamic_init_fns() -> Option<(InitFn, InitFn)> {
     let find = |name: &CStr| -> Option<InitFn> {
-        // SAFETY: name is NUL-terminated; RTLD_DEFAULT searches the loaded objects and returns
-        // null when the symbol is absent (checked).
-        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-        // SAFETY: non-null, and both symbols are `void f(void)` in OpenBLAS's dynamic.c.
-        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, InitFn>(p) })
+        let p = find_symbol(name)?;
+        // SAFETY: both symbols are `void f(void)` in OpenBLAS's dynamic.c.
+        Some(unsafe { std::mem::transmute::<*mut libc::c_void, InitFn>(p) })
     };
     Some((
         find(c"gotoblas_dynamic_quit")?,
         find(c"gotoblas_dynamic_init")?,
     ))
+}
+
+/// The address of a symbol of the loaded libraries (OpenBLAS's), where one exports it.
+pub(crate) fn find_symbol(name: &CStr) -> Option<*mut libc::c_void> {
+    // SAFETY: name is NUL-terminated; RTLD_DEFAULT searches the loaded objects and returns null
+    // when the symbol is absent (checked).
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
 }
 
 mod ffi {

@@ -6,6 +6,7 @@ use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::forward::{check_forward, forward_folded_into};
 use crate::init::{draw, Init};
+use crate::xsmm::Product::{Backward, Forward};
 use crate::{threads, xsmm};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
@@ -199,7 +200,7 @@ impl<T: Element> Affine<T> {
         reserve_rows(&mut self.y, batch, T::zero());
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let y = self.y.slice_mut(s![..batch, ..]);
-        threads::run_if(xsmm::applies(batch, wb.len()), || {
+        threads::run_if(xsmm::applies::<T>(Forward, batch, wb.len()), || {
             forward_folded_into(x, wb, y);
         });
         self.batch = Some(batch);
@@ -237,7 +238,7 @@ impl<T: Element> Affine<T> {
         reserve_rows(&mut self.dx, batch, T::zero());
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let (dx, dwb) = (self.dx.slice_mut(s![..batch, ..]), self.dwb.view_mut());
-        threads::run_if(xsmm::applies(batch, wb.len()), || {
+        threads::run_if(xsmm::applies::<T>(Backward, batch, wb.len()), || {
             backward_folded_into(x, wb, grad, Some(dx), dwb, accum);
         });
         self.grad_batch = Some(batch);

@@ -3,8 +3,8 @@
 //!
 //! At a small batch OpenBLAS spends most of a layer's GEMM packing `w` (read once per call) and
 //! splitting one call across its threads; libxsmm's register-blocked kernels read `w` in place.
-//! Where this engine applies ([`applies`]) it measured 0.35–0.7× OpenBLAS's time for the three
-//! products of a step (README, "The small-batch engine"); everywhere else OpenBLAS runs.
+//! Where this engine applies ([`applies`], [`max_batch`]) it measured 0.4–0.9× OpenBLAS's time
+//! (README, "The small-batch engine"); everywhere else OpenBLAS runs.
 //!
 //! libxsmm is column-major, and a row-major `(r, c)` matrix is a column-major `(c, r)` one, so
 //! the layer's products become (`B` = batch):
@@ -30,11 +30,37 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The smallest batch the engine takes: batch 1 goes to BLAS GEMV/GER instead.
 pub const MIN_BATCH: usize = 2;
-/// The largest batch the engine takes; above it OpenBLAS's packed GEMM measured as fast or faster.
-pub const MAX_BATCH: usize = 512;
 /// The engine takes layers with at least this many weights (`in · out`); below, a GEMM is a few
 /// microseconds and splitting it across threads costs more than it saves.
 pub const MIN_WEIGHT: usize = 1 << 16;
+
+/// The products of a layer, which the engine takes up to different batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    /// `y = x·w (+ b)`.
+    Forward,
+    /// `dx = g·wᵀ` and `dw = xᵀ·g`.
+    Backward,
+}
+
+/// The largest batch at which the engine takes `product` in precision `T`: where it measured
+/// faster than OpenBLAS (`affine-bench --shape`, layer against its OpenBLAS floor, in = out = 256
+/// and 1024, on an AVX-512 machine). Against OpenBLAS's AVX-512 kernels its forward pass
+/// measured 0.65–0.9× OpenBLAS's time up to batch 256 (f32) and 384 (f64), its backward pass
+/// 0.85–0.9× up to batch 64 (f32) and 0.9–0.99× up to 256 (f64), and no faster above. Where
+/// OpenBLAS runs narrower kernels (AVX2: a user's `OPENBLAS_CORETYPE=Haswell`, or a CPU without
+/// AVX-512) the whole step measured 0.5–0.65× OpenBLAS's up to batch 512.
+pub fn max_batch<T: Element>(product: Product) -> usize {
+    let avx512_blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core()) >= 3;
+    match (avx512_blas, product, T::NAME) {
+        (false, _, _) => 512,
+        (true, Product::Forward, "f32") => 256,
+        (true, Product::Forward, _) => 384,
+        (true, Product::Backward, "f32") => 64,
+        (true, Product::Backward, _) => 256,
+    }
+}
+
 /// Rows of a `w` tile along the split dimension, in bytes (128 `f32`, 64 `f64`).
 pub const TILE_BYTES: usize = 512;
 /// Rows of a `w` tile along the reduction dimension.
@@ -245,9 +271,11 @@ fn probe() -> bool {
     false
 }
 
-/// Whether the engine takes a layer product at this batch with a weight of `weights` elements.
-pub fn applies(batch: usize, weights: usize) -> bool {
-    (MIN_BATCH..=MAX_BATCH).contains(&batch) && weights >= MIN_WEIGHT && enabled()
+/// Whether the engine takes `product` at this batch, for a weight of `weights` elements, in
+/// precision `T`: batch in `MIN_BATCH..=max_batch::<T>(product)`, `weights ≥ MIN_WEIGHT`, and the
+/// engine [`enabled`].
+pub fn applies<T: Element>(product: Product, batch: usize, weights: usize) -> bool {
+    batch >= MIN_BATCH && weights >= MIN_WEIGHT && enabled() && batch <= max_batch::<T>(product)
 }
 
 /// A row-major operand: its address, rows, columns and row stride (elements).

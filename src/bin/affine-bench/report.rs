@@ -70,6 +70,10 @@ pub struct Header {
     pub cpu: String,
     pub openblas: String,
     pub openblas_core: String,
+    /// The small-batch engine's state, e.g. `"libxsmm (cpx), batch 2–512, ≥ 65536 weights"`.
+    pub engine: String,
+    /// OpenBLAS's idle spin (`affine_blas::threads::openblas_spin`).
+    pub spin: String,
     pub openblas_threads: usize,
     pub rayon_threads: usize,
     pub git_rev: &'static str,
@@ -86,6 +90,8 @@ impl Header {
             cpu: cpu_model(),
             openblas: blas::openblas_config(),
             openblas_core: blas::ensure_best_kernels().to_string(),
+            engine: engine_state(),
+            spin: affine_blas::threads::openblas_spin().to_string(),
             openblas_threads: blas::openblas_threads(),
             rayon_threads: rayon::current_num_threads(),
             git_rev: env!("AFFINE_BLAS_GIT_REV"),
@@ -104,9 +110,10 @@ impl Header {
             format!("CPU: {}", self.cpu),
             format!("BLAS: {} (kernels: {})", self.openblas, self.openblas_core),
             format!(
-                "threads: OpenBLAS {}, rayon {} (the sweep runs inside the rayon pool)",
-                self.openblas_threads, self.rayon_threads
+                "threads: OpenBLAS {}, rayon {} (the sweep runs inside the rayon pool); OpenBLAS idle spin {}",
+                self.openblas_threads, self.rayon_threads, self.spin
             ),
+            format!("small-batch engine: {}", self.engine),
             format!(
                 "FMA peak (measured, {} threads, {}-bit vectors): f32 {:.1} GFLOP/s, f64 {:.1} GFLOP/s",
                 self.peak.threads, self.peak.vector_bits, self.peak.f32_gflops, self.peak.f64_gflops
@@ -119,6 +126,27 @@ impl Header {
             ));
         }
         v
+    }
+}
+
+fn engine_state() -> String {
+    use affine_blas::xsmm;
+    use xsmm::Product::{Backward, Forward};
+    if xsmm::enabled() {
+        format!(
+            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}",
+            xsmm::target(),
+            xsmm::MIN_BATCH,
+            xsmm::MIN_WEIGHT,
+            xsmm::max_batch::<f32>(Forward),
+            xsmm::max_batch::<f64>(Forward),
+            xsmm::max_batch::<f32>(Backward),
+            xsmm::max_batch::<f64>(Backward),
+        )
+    } else if xsmm::available() {
+        "off (AFFINE_BLAS_XSMM=0)".to_string()
+    } else {
+        "not available (libxsmm not linked, or no AVX2)".to_string()
     }
 }
 

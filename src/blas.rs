@@ -2,9 +2,10 @@
 //! OpenBLAS thread and build queries.
 //!
 //! ndarray's `general_mat_mul` calls `cblas_?gemm` only when every operand is contiguous along
-//! one axis with a positive leading stride that fits an `i32`; otherwise it silently runs a pure-Rust
-//! loop several times slower. [`gemm`] checks the same conditions first and copies an operand that
-//! fails them into a contiguous buffer, so every product of this crate reaches BLAS.
+//! one axis with a positive leading stride that fits an `i32`; otherwise it silently runs a
+//! pure-Rust loop several times slower. The crate's `gemm` checks the same conditions first and
+//! copies an operand that fails them into a contiguous buffer, so every product of this crate
+//! reaches BLAS (or, at small batch, the [`crate::xsmm`] engine).
 
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};

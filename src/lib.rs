@@ -12,6 +12,10 @@
 //! | backward | `dw = xᵀ·grad` | `(in, out)` | one GEMM, `xᵀ` a view; β = 1 accumulates |
 //! | backward | `db = Σ_batch grad` | `(out)` | deterministic column sum, rayon above a cutoff |
 //!
+//! Each GEMM is OpenBLAS's, except at small batch, where the [`xsmm`] engine (libxsmm's JIT
+//! kernels, split across rayon's threads) measured faster and takes it; [`threads`] says which
+//! threads run where and how a training loop keeps the hand-offs cheap.
+//!
 //! Two levels:
 //! - stateless kernels that write into caller buffers and allocate nothing:
 //!   [`forward_into`], [`backward_into`], [`reduce::sum_rows_into`];

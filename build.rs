@@ -81,7 +81,8 @@ fn link_xsmm() {
     else {
         println!(
             "cargo:warning=libxsmm not found (Debian: apt-get install libxsmm-dev, or run \
-             scripts/setup.sh): the small-batch engine is off and OpenBLAS runs every product"
+             scripts/setup.sh, then cargo clean -p affine-blas): the small-batch engine is off \
+             and OpenBLAS runs every product"
         );
         return;
     };

@@ -1,9 +1,12 @@
 //! OpenBLAS runs the kernels of the CPU's widest vector extension once the crate has made its
-//! first BLAS call, and a core the user chose with `OPENBLAS_CORETYPE` is kept.
+//! first BLAS call, and a core the user chose with `OPENBLAS_CORETYPE` is kept; likewise its idle
+//! spin is shortened where the small-batch engine runs, unless the user set it.
 //!
 //! The tests that need a fixed environment run this binary again as a child process.
 
 use affine_blas::blas::{self, KernelChoice};
+use affine_blas::threads::{self, Spin, OPENBLAS_SPIN_LOG2};
+use affine_blas::xsmm;
 use std::process::Command;
 
 /// The OpenBLAS cores whose kernels use AVX-512, AVX2 + FMA.
@@ -35,14 +38,25 @@ fn cpu_has_avx2() -> bool {
 /// Runs `test` of this binary in a child with `OPENBLAS_CORETYPE` set to `coretype` (or unset)
 /// and `AFFINE_KERNELS_CHILD` set, and asserts that it passed.
 fn run_child(test: &str, coretype: Option<&str>) {
+    run_child_with(test, coretype, None);
+}
+
+/// As [`run_child`], with `OPENBLAS_THREAD_TIMEOUT` set to `timeout` (or unset).
+fn run_child_with(test: &str, coretype: Option<&str>, timeout: Option<&str>) {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", test, "--test-threads", "1"])
-        .env("AFFINE_KERNELS_CHILD", "1");
-    match coretype {
-        Some(c) => cmd.env("OPENBLAS_CORETYPE", c),
-        None => cmd.env_remove("OPENBLAS_CORETYPE"),
-    };
+        .env("AFFINE_KERNELS_CHILD", "1")
+        .env_remove("AFFINE_BLAS_XSMM");
+    for (var, value) in [
+        ("OPENBLAS_CORETYPE", coretype),
+        ("OPENBLAS_THREAD_TIMEOUT", timeout),
+    ] {
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
     let out = cmd.output().expect("run the test binary");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -122,4 +136,75 @@ fn child_user_set() {
     if blas::openblas_config().contains("DYNAMIC_ARCH") {
         assert_eq!(blas::openblas_core(), "Haswell");
     }
+}
+
+/// Whether the loaded OpenBLAS exports what shortening its spin needs.
+fn spin_symbols() -> bool {
+    [c"openblas_read_env", c"blas_thread_shutdown_"]
+        .iter()
+        .all(|name| {
+            // SAFETY: a NUL-terminated name; dlsym returns null where the symbol is absent.
+            !unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }.is_null()
+        })
+}
+
+#[test]
+fn idle_spin_is_shortened_where_the_engine_runs() {
+    run_child_with("child_spin_default", None, None);
+}
+
+#[test]
+fn child_spin_default() {
+    if !in_child() {
+        return;
+    }
+    blas::ensure_best_kernels();
+    let spin = threads::openblas_spin();
+    if xsmm::enabled() && spin_symbols() {
+        assert_eq!(spin, Spin::Shortened(OPENBLAS_SPIN_LOG2));
+    } else {
+        assert_eq!(spin, Spin::Default);
+    }
+    assert!(
+        std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none(),
+        "variable left behind"
+    );
+    // OpenBLAS's restarted thread pool computes: a product large enough for two threads,
+    // small integers (exact in f32 in any order), repeatedly, against a plain loop
+    let n = 256;
+    let a = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+    let b = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 5 + j) % 13) as f32 - 6.0);
+    let bias = ndarray::Array1::<f32>::zeros(n);
+    let mut want = ndarray::Array2::<f32>::zeros((n, n));
+    for i in 0..n {
+        for j in 0..n {
+            want[[i, j]] = (0..n).map(|k| a[[i, k]] * b[[k, j]]).sum();
+        }
+    }
+    let mut y = ndarray::Array2::<f32>::zeros((n, n));
+    for _ in 0..20 {
+        y.fill(f32::NAN);
+        affine_blas::forward_into(a.view(), b.view(), bias.view(), y.view_mut()).unwrap();
+        assert_eq!(y, want);
+        // a pause longer than the shortened spin, so that the workers sleep and are woken
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_spin_the_user_set_is_kept() {
+    run_child_with("child_spin_user_set", None, Some("20"));
+}
+
+#[test]
+fn child_spin_user_set() {
+    if !in_child() {
+        return;
+    }
+    blas::ensure_best_kernels();
+    assert_eq!(threads::openblas_spin(), Spin::UserSet(20));
+    assert_eq!(
+        std::env::var("OPENBLAS_THREAD_TIMEOUT").as_deref(),
+        Ok("20")
+    );
 }

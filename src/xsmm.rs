@@ -129,66 +129,44 @@ mod ffi {
     }
 }
 
-/// libxsmm's kernel for `d` in single precision; `None` where it cannot make one.
-#[doc(hidden)]
-pub fn dispatch_f32(d: &Desc) -> Option<RawKernel> {
-    #[cfg(affine_xsmm)]
-    {
-        let (alpha, beta) = (1.0f32, if d.accumulate { 1.0f32 } else { 0.0 });
-        let flags = if d.trans_b { ffi::FLAG_TRANS_B } else { 0 };
-        // SAFETY: FFI call; every pointer is to a local that outlives it, and libxsmm only reads
-        // them. It returns a kernel or null (None), and is thread-safe.
-        unsafe {
-            ffi::libxsmm_smmdispatch(
-                d.m,
-                d.n,
-                d.k,
-                &d.lda,
-                &d.ldb,
-                &d.ldc,
-                &alpha,
-                &beta,
-                &flags,
-                &ffi::PREFETCH_NONE,
-            )
+/// Defines `dispatch_f32`/`dispatch_f64`: libxsmm's kernel for a [`Desc`] in that precision.
+macro_rules! dispatch {
+    ($name:ident, $t:ty, $ffi:ident, $what:literal) => {
+        #[doc = concat!("libxsmm's kernel for `d` in ", $what, "; `None` where it cannot make one.")]
+        #[doc(hidden)]
+        pub fn $name(d: &Desc) -> Option<RawKernel> {
+            #[cfg(affine_xsmm)]
+            {
+                let (alpha, beta): ($t, $t) = (1.0, if d.accumulate { 1.0 } else { 0.0 });
+                let flags = if d.trans_b { ffi::FLAG_TRANS_B } else { 0 };
+                // SAFETY: FFI call; every pointer is to a local that outlives it, and libxsmm
+                // only reads them. It returns a kernel or null (None), and is thread-safe.
+                unsafe {
+                    ffi::$ffi(
+                        d.m,
+                        d.n,
+                        d.k,
+                        &d.lda,
+                        &d.ldb,
+                        &d.ldc,
+                        &alpha,
+                        &beta,
+                        &flags,
+                        &ffi::PREFETCH_NONE,
+                    )
+                }
+            }
+            #[cfg(not(affine_xsmm))]
+            {
+                let _ = d;
+                None
+            }
         }
-    }
-    #[cfg(not(affine_xsmm))]
-    {
-        let _ = d;
-        None
-    }
+    };
 }
 
-/// libxsmm's kernel for `d` in double precision; `None` where it cannot make one.
-#[doc(hidden)]
-pub fn dispatch_f64(d: &Desc) -> Option<RawKernel> {
-    #[cfg(affine_xsmm)]
-    {
-        let (alpha, beta) = (1.0f64, if d.accumulate { 1.0f64 } else { 0.0 });
-        let flags = if d.trans_b { ffi::FLAG_TRANS_B } else { 0 };
-        // SAFETY: as in dispatch_f32.
-        unsafe {
-            ffi::libxsmm_dmmdispatch(
-                d.m,
-                d.n,
-                d.k,
-                &d.lda,
-                &d.ldb,
-                &d.ldc,
-                &alpha,
-                &beta,
-                &flags,
-                &ffi::PREFETCH_NONE,
-            )
-        }
-    }
-    #[cfg(not(affine_xsmm))]
-    {
-        let _ = d;
-        None
-    }
-}
+dispatch!(dispatch_f32, f32, libxsmm_smmdispatch, "single precision");
+dispatch!(dispatch_f64, f64, libxsmm_dmmdispatch, "double precision");
 
 /// Whether libxsmm was linked into this build (it may still be unusable on this CPU: see
 /// [`available`]).

@@ -35,7 +35,7 @@ pub fn forward_into<T: Element>(
     } else {
         y.assign(&b);
         let engine = xsmm::applies::<T>(Forward, x.nrows(), w.len());
-        if !(engine && threads::run_if(engine, || xsmm::gemm_nn(&x, &w, &mut y, true))) {
+        if !(engine && threads::run(|| xsmm::gemm_nn(&x, &w, &mut y, true))) {
             gemm(T::one(), &x, &w, T::one(), &mut y);
         }
     }

@@ -17,8 +17,8 @@
 //!
 //! libxsmm 1.17 has no transposed-A kernels, so the input gradient transposes the two small
 //! `(B, ·)` matrices `g` and `dx` through a scratch buffer rather than `w`. `w` is cut into
-//! tiles of [`TILE_BYTES`] × [`TILE_K`] so that a tile stays in L2 (unblocked, a 4 KB row stride
-//! makes the kernel's loads collide in L2 sets).
+//! tiles of [`TILE_BYTES`] × [`TILE_K`] (32 rows × 256 for the input gradient) so that a tile
+//! stays in L2 (unblocked, a 4 KB row stride makes the kernel's loads collide in L2 sets).
 //!
 //! Without libxsmm at build time (the `xsmm` feature off, or `libxsmm-dev` not installed) or on a
 //! CPU without AVX2, [`available`] is false and every product goes to OpenBLAS.
@@ -65,6 +65,13 @@ pub fn max_batch<T: Element>(product: Product) -> usize {
 pub const TILE_BYTES: usize = 512;
 /// Rows of a `w` tile along the reduction dimension.
 pub const TILE_K: usize = 128;
+/// The input gradient's tiles: columns of `dx` per kernel (rows of `w` read at once) and the
+/// reduction block. Fewer rows of `w` at once measured faster where `w` streams from memory
+/// (`affine-bench`, backward, layer/OpenBLAS, 128 × 128 → 32 × 256: f64 8 × 4096 × 4096 0.739 →
+/// 0.543, f32 0.649 → 0.508, f32 8 × 1024 × 1024 0.623 → 0.544, f64 32 × 1024 × 1024 0.783 →
+/// 0.700) and the same elsewhere.
+const DX_TILE_N: usize = 32;
+const DX_TILE_K: usize = 256;
 
 /// A JIT kernel `c ← a·b (+ c)` on column-major operands, as libxsmm returns it. Variadic in C
 /// (prefetching kernels take three more pointers); ours are dispatched without prefetch.
@@ -542,8 +549,8 @@ pub(crate) fn gemm_nt<T: Element>(
     }
     // column-major: dx (b×k) = g (b×n) · wᵀ... with g and dx as their transposes gt (n, b) and
     // dxt (k, b) row-major, i.e. (b×n) and (b×k) column-major: dxt = gt · w-as-(n×k)
-    let tn = Tiling::new(k, TILE_K);
-    let tk = Tiling::new(n, TILE_K);
+    let tn = Tiling::new(k, DX_TILE_N);
+    let tk = Tiling::new(n, DX_TILE_K);
     let Some(ks) = Kernels::new::<T>(|i| Desc {
         m: int(b),
         n: int(tn.pick(i & 1 != 0)),

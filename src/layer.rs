@@ -238,7 +238,9 @@ impl<T: Element> Affine<T> {
         reserve_rows(&mut self.dx, batch, T::zero());
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let (dx, dwb) = (self.dx.slice_mut(s![..batch, ..]), self.dwb.view_mut());
-        threads::run_if(xsmm::applies::<T>(Backward, batch, wb.len()), || {
+        // the same question weight_grads asks (of w, without the bias row)
+        let engine = xsmm::applies::<T>(Backward, batch, w_dim.0 * w_dim.1);
+        threads::run_if(engine, || {
             backward_folded_into(x, wb, grad, Some(dx), dwb, accum);
         });
         self.grad_batch = Some(batch);

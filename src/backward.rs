@@ -56,7 +56,7 @@ pub fn backward_into<T: Element>(
         db.len(),
     )?;
     // one entry into rayon's pool for the engine's parallel regions (crate::threads)
-    threads::run_if(xsmm::applies::<T>(Backward, x.nrows(), w.len()), || {
+    threads::run_if(xsmm::parallel::<T>(Backward, x.nrows(), w.len()), || {
         weight_grads(x, w, grad, dx, dw, accum);
     });
     sum_rows_into(grad, db, accum, Par::Auto)
@@ -95,16 +95,17 @@ fn weight_grads<T: Element>(
         Accum::Add => T::one(),
     };
     let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
-    let small = xsmm::applies::<T>(Backward, x.nrows(), w.len());
+    let engine = xsmm::plan::<T>(Backward, x.nrows(), w.len());
     if let Some(mut dx) = dx {
         if single_row {
             // one row: dxᵀ = w·gradᵀ is a matrix-vector product
             gemv(T::one(), &w, &grad.row(0), T::zero(), &mut dx.row_mut(0));
-        } else if !(small && xsmm::gemm_nt(&grad, &w, &mut dx)) {
+        } else if !engine.is_some_and(|threads| xsmm::gemm_nt(&grad, &w, &mut dx, threads)) {
             gemm(T::one(), &grad, &w.t(), T::zero(), &mut dx);
         }
     }
-    if small && xsmm::gemm_tn(&x, &grad, &mut dw, accum == Accum::Add) {
+    let add = accum == Accum::Add;
+    if engine.is_some_and(|threads| xsmm::gemm_tn(&x, &grad, &mut dw, add, threads)) {
         return;
     }
     match accum {

@@ -34,8 +34,10 @@ pub fn forward_into<T: Element>(
         gemv(T::one(), &w.t(), &x.row(0), T::one(), &mut y0);
     } else {
         y.assign(&b);
-        let engine = xsmm::applies::<T>(Forward, x.nrows(), w.len());
-        if !(engine && threads::run(|| xsmm::gemm_nn(&x, &w, &mut y, true))) {
+        let engine = xsmm::plan::<T>(Forward, x.nrows(), w.len()).is_some_and(|threads| {
+            threads::run_if(threads > 1, || xsmm::gemm_nn(&x, &w, &mut y, true, threads))
+        });
+        if !engine {
             gemm(T::one(), &x, &w, T::one(), &mut y);
         }
     }
@@ -55,8 +57,8 @@ pub(crate) fn forward_folded_into<T: Element>(
 ) {
     if x1.nrows() == 1 && wb.len() >= GEMV_FORWARD_MIN_WEIGHT {
         gemv(T::one(), &wb.t(), &x1.row(0), T::zero(), &mut y.row_mut(0));
-    } else if !(xsmm::applies::<T>(Forward, x1.nrows(), wb.len())
-        && xsmm::gemm_nn(&x1, &wb, &mut y, false))
+    } else if !xsmm::plan::<T>(Forward, x1.nrows(), wb.len())
+        .is_some_and(|threads| xsmm::gemm_nn(&x1, &wb, &mut y, false, threads))
     {
         gemm(T::one(), &x1, &wb, T::zero(), &mut y);
     }

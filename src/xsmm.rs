@@ -3,22 +3,25 @@
 //!
 //! At a small batch OpenBLAS spends most of a layer's GEMM packing `w` (read once per call) and
 //! splitting one call across its threads; libxsmm's register-blocked kernels read `w` in place.
-//! Where this engine applies ([`applies`], [`max_batch`]) it measured 0.4–0.9× OpenBLAS's time
-//! (README, "The small-batch engine"); everywhere else OpenBLAS runs.
+//! On a narrow layer (fewer than [`MIN_WEIGHT`] weights) OpenBLAS's blocking, made for large
+//! matrices, reaches 35–45 % of peak at any batch; libxsmm's kernels, with all of `w` in each
+//! core's cache, 70–80 %. Where this engine applies ([`plan`]) it measured 0.4–0.9× OpenBLAS's
+//! time (README, "The small-batch engine"); everywhere else OpenBLAS runs.
 //!
 //! libxsmm is column-major, and a row-major `(r, c)` matrix is a column-major `(c, r)` one, so
 //! the layer's products become (`B` = batch):
 //!
 //! | product | row-major | libxsmm kernel (column-major) | split across threads |
 //! |---|---|---|---|
-//! | forward | `y = x·w` | `yᵀ (out×B) = wᵀ (out×in) · xᵀ (in×B)` | `out`, by column blocks of `y` |
+//! | forward | `y = x·w` | `yᵀ (out×B) = wᵀ (out×in) · xᵀ (in×B)` | `out`, by column blocks of `y`; a narrow `out`: `B`, by row blocks |
 //! | weight gradient | `dw (+)= xᵀ·g` | `dwᵀ (out×in) = gᵀ (out×B) · x (B×in)`, `TRANS_B` | `in`, by row blocks of `dw` |
-//! | input gradient | `dx = g·wᵀ` | `dx (B×in) = g (B×out) · wᵀ (out×in)` | `in`, by column blocks of `dx` |
+//! | input gradient | `dx = g·wᵀ` | `dx (B×in) = g (B×out) · wᵀ (out×in)` | `in`, by column blocks of `dx`; as the forward product where `w` is transposed |
 //!
-//! libxsmm 1.17 has no transposed-A kernels, so the input gradient transposes the two small
-//! `(B, ·)` matrices `g` and `dx` through a scratch buffer rather than `w`. `w` is cut into
-//! tiles of [`TILE_BYTES`] × [`TILE_K`] (32 rows × 256 for the input gradient) so that a tile
-//! stays in L2 (unblocked, a 4 KB row stride makes the kernel's loads collide in L2 sets).
+//! libxsmm 1.17 has no transposed-A kernels, so the input gradient transposes either the two
+//! `(B, ·)` matrices `g` and `dx` through a scratch buffer or, where it has fewer elements than
+//! they do, `w` (then it is the forward product of `g` and `wᵀ`). `w` is cut into tiles of
+//! [`TILE_BYTES`] × [`TILE_K`] (32 rows × 256 for the input gradient) so that a tile stays in L2
+//! (unblocked, a 4 KB row stride makes the kernel's loads collide in L2 sets).
 //!
 //! Without libxsmm at build time (the `xsmm` feature off, or `libxsmm-dev` not installed) or on a
 //! CPU without AVX2, [`available`] is false and every product goes to OpenBLAS.
@@ -30,9 +33,21 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The smallest batch the engine takes: batch 1 goes to BLAS GEMV/GER instead.
 pub const MIN_BATCH: usize = 2;
-/// The engine takes layers with at least this many weights (`in · out`); below, a GEMM is a few
-/// microseconds and splitting it across threads costs more than it saves.
+/// Layers with at least this many weights (`in · out`) take the engine from [`MIN_BATCH`] up to
+/// [`max_batch`]: their `w` streams from L2 or memory, which OpenBLAS packs once per call.
 pub const MIN_WEIGHT: usize = 1 << 16;
+/// Narrow layers, with [`NARROW_MIN_WEIGHT`] up to [`MIN_WEIGHT`] weights (a `w` that stays in
+/// each core's cache), take the engine from this batch up, at any batch: OpenBLAS reaches only
+/// 35–45 % of peak on them (its blocking is made for large matrices), libxsmm's kernels 70–80 %
+/// at batch ≥ 256 (`affine-bench --shape`, README "The small-batch engine"). Below batch 32 a
+/// step measured slower than OpenBLAS's (16 × 64 × 64: 1.16× its floor against 1.09×).
+pub const NARROW_MIN_BATCH: usize = 32;
+/// The fewest weights of a narrow layer that the engine takes (64 × 64, the smallest measured).
+pub const NARROW_MIN_WEIGHT: usize = 1 << 12;
+/// A narrow layer's product of less work than this (multiply-adds × bytes per element) runs on
+/// the calling thread: waking a second thread for it measured slower than not (64 × 64 × 64 f32
+/// step: 6.6–7.0 µs serial, 6.7–14 µs split; 128 × 64 × 64: 12.5 µs against 10–17 µs).
+pub const NARROW_PARALLEL_WORK: usize = 1 << 22;
 
 /// The products of a layer, which the engine takes up to different batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +148,15 @@ mod ffi {
             flags: *const c_int,
             prefetch: *const c_int,
         ) -> Option<super::RawKernel>;
+        pub fn libxsmm_otrans(
+            out: *mut std::ffi::c_void,
+            inp: *const std::ffi::c_void,
+            typesize: std::os::raw::c_uint,
+            m: c_int,
+            n: c_int,
+            ldi: c_int,
+            ldo: c_int,
+        );
     }
 }
 
@@ -257,10 +281,40 @@ fn probe() -> bool {
 }
 
 /// Whether the engine takes `product` at this batch, for a weight of `weights` elements, in
-/// precision `T`: batch in `MIN_BATCH..=max_batch::<T>(product)`, `weights ≥ MIN_WEIGHT`, and the
-/// engine [`enabled`].
+/// precision `T` (see [`plan`]).
 pub fn applies<T: Element>(product: Product, batch: usize, weights: usize) -> bool {
-    batch >= MIN_BATCH && weights >= MIN_WEIGHT && enabled() && batch <= max_batch::<T>(product)
+    plan::<T>(product, batch, weights).is_some()
+}
+
+/// How the engine runs `product` at this batch for a weight of `weights` elements in precision
+/// `T`: `None` where it does not take it (OpenBLAS does), else the number of threads it splits
+/// it across (1: on the calling thread; more: rayon's pool, which a caller enters first, see
+/// [`crate::threads`]). The engine takes batches [`MIN_BATCH`]`..=`[`max_batch`] from
+/// [`MIN_WEIGHT`] weights, batches from [`NARROW_MIN_BATCH`] between [`NARROW_MIN_WEIGHT`] and
+/// [`MIN_WEIGHT`], and nothing while not [`enabled`].
+pub fn plan<T: Element>(product: Product, batch: usize, weights: usize) -> Option<usize> {
+    let takes = if weights >= MIN_WEIGHT {
+        (MIN_BATCH..=max_batch::<T>(product)).contains(&batch)
+    } else {
+        weights >= NARROW_MIN_WEIGHT && batch >= NARROW_MIN_BATCH
+    };
+    let work = batch
+        .saturating_mul(weights)
+        .saturating_mul(std::mem::size_of::<T>());
+    let serial = weights < MIN_WEIGHT && work < NARROW_PARALLEL_WORK;
+    (takes && enabled()).then(|| {
+        if serial {
+            1
+        } else {
+            rayon::current_num_threads()
+        }
+    })
+}
+
+/// Whether the engine splits `product` across rayon's threads ([`plan`] > 1): where the caller
+/// enters rayon's pool first.
+pub fn parallel<T: Element>(product: Product, batch: usize, weights: usize) -> bool {
+    plan::<T>(product, batch, weights).is_some_and(|threads| threads > 1)
 }
 
 /// A row-major operand: its address, rows, columns and row stride (elements).
@@ -316,15 +370,15 @@ fn int(n: usize) -> c_int {
 }
 
 /// The kernels of one product, dispatched before anything is written (so that a kernel libxsmm
-/// cannot make leaves the product to OpenBLAS untouched): eight variants, bit 0 for the edge tile
-/// of one dimension, bit 1 for the edge tile of another, bit 2 for β = 1.
-struct Kernels([RawKernel; 8]);
+/// cannot make leaves the product to OpenBLAS untouched): sixteen variants, bits 0, 1 and 3 for
+/// the edge tile of each of three dimensions, bit 2 for β = 1. Variants that are one kernel (a
+/// dimension without an edge tile) cost one lookup.
+struct Kernels([RawKernel; 16]);
 
 impl Kernels {
     fn new<T: Element>(desc: impl Fn(usize) -> Desc) -> Option<Self> {
-        let mut ks = [T::xsmm_dispatch(&desc(0))?; 8];
-        for i in 1..8 {
-            // where a dimension has no edge tile its two variants are one kernel: one lookup
+        let mut ks = [T::xsmm_dispatch(&desc(0))?; 16];
+        for i in 1..16 {
             let d = desc(i);
             ks[i] = match (0..i).find(|&j| desc(j) == d) {
                 Some(j) => ks[j],
@@ -334,8 +388,12 @@ impl Kernels {
         Some(Kernels(ks))
     }
 
-    fn get(&self, edge0: bool, edge1: bool, accumulate: bool) -> RawKernel {
-        self.0[usize::from(edge0) | usize::from(edge1) << 1 | usize::from(accumulate) << 2]
+    fn get(&self, [edge0, edge1, edge3]: [bool; 3], accumulate: bool) -> RawKernel {
+        let i = usize::from(edge0)
+            | usize::from(edge1) << 1
+            | usize::from(accumulate) << 2
+            | usize::from(edge3) << 3;
+        self.0[i]
     }
 }
 
@@ -348,8 +406,12 @@ struct Tiling {
 }
 
 impl Tiling {
+    /// Tiles of about `tile`, at most 1.5 × `tile` (so that no edge tile is a sliver: the folded
+    /// bias makes a dimension `2^k + 1`, whose last row would otherwise be a pass of its own).
     fn new(len: usize, tile: usize) -> Self {
-        let tile = tile.clamp(1, len.max(1));
+        let tile = tile.max(1);
+        let count = ((len + tile / 2) / tile).max(1);
+        let tile = len.div_ceil(count).max(1);
         let edge = match len % tile {
             0 => tile,
             r => r,
@@ -374,11 +436,9 @@ impl Tiling {
         })
     }
 
-    /// As many parts as rayon has threads, at most one per tile.
-    fn parts(&self) -> usize {
-        rayon::current_num_threads()
-            .min(self.len.div_ceil(self.tile))
-            .max(1)
+    /// As many parts as `threads`, at most one per tile.
+    fn parts(&self, threads: usize) -> usize {
+        threads.min(self.len.div_ceil(self.tile)).max(1)
     }
 
     /// Where part `p` of `parts` starts: parts hold whole tiles, as evenly as they go.
@@ -433,11 +493,16 @@ fn run(kernel: RawKernel, a: usize, b: usize, c: *mut c_void) {
 /// `y ← x·w`, or `y ← y + x·w` when `accumulate`, for `x: (B, K)`, `w: (K, N)`, `y: (B, N)`.
 /// Returns false, having written nothing, where the engine cannot take these operands (a layout
 /// libxsmm cannot read in place, an empty dimension, no kernel).
+///
+/// The threads split `y` by column blocks where `N` has a tile for each, else (a narrow layer,
+/// whose `w` every thread can hold in its cache) by row blocks: each reads all of `w` and its
+/// share of `x`.
 pub(crate) fn gemm_nn<T: Element>(
     x: &ArrayView2<'_, T>,
     w: &ArrayView2<'_, T>,
     y: &mut ArrayViewMut2<'_, T>,
     accumulate: bool,
+    threads: usize,
 ) -> bool {
     let (Some(xm), Some(wm), Some(ym)) = (Mat::of(x), Mat::of(w), Mat::of_mut(y)) else {
         return false;
@@ -446,12 +511,14 @@ pub(crate) fn gemm_nn<T: Element>(
     if b == 0 || k == 0 || n == 0 || wm.rows != k || ym.rows != b || ym.cols != n {
         return false;
     }
-    // column-major: yᵀ (n×b) = wᵀ (n×k) · xᵀ (k×b); m = out is split, k is blocked
+    // column-major: yᵀ (n×b) = wᵀ (n×k) · xᵀ (k×b); m = out, k is blocked
     let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
     let tk = Tiling::new(k, TILE_K);
+    let by_rows = tm.parts(threads) < threads && b >= threads;
+    let tb = Tiling::new(b, if by_rows { b.div_ceil(threads) } else { b });
     let Some(ks) = Kernels::new::<T>(|i| Desc {
         m: int(tm.pick(i & 1 != 0)),
-        n: int(b),
+        n: int(tb.pick(i & 8 != 0)),
         k: int(tk.pick(i & 2 != 0)),
         lda: int(wm.ld),
         ldb: int(xm.ld),
@@ -461,23 +528,36 @@ pub(crate) fn gemm_nn<T: Element>(
     }) else {
         return false;
     };
-    let parts = tm.parts();
-    par_parts(
-        y.view_mut(),
-        (0, parts),
-        &|p| tm.part_start(p, parts),
-        &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(1), at),
-        &|c0, c1, mut block: ArrayViewMut2<'_, T>| {
-            let c = block.as_mut_ptr();
-            for (m0, _, m_edge) in tm.tiles(c0, c1) {
-                for (k0, _, k_edge) in tk.tiles(0, k) {
-                    let kernel = ks.get(m_edge, k_edge, accumulate || k0 > 0);
-                    let c = c.wrapping_add(m0 - c0).cast();
-                    run(kernel, wm.at::<T>(k0, m0), xm.at::<T>(0, k0), c);
-                }
+    // the block of y with corner (r0, c0): rows r0..r1, columns c0..c1
+    let body = |(r0, r1): (usize, usize), (c0, c1): (usize, usize), c: *mut T| {
+        let b_edge = r1 - r0 != tb.tile;
+        for (m0, _, m_edge) in tm.tiles(c0, c1) {
+            for (k0, _, k_edge) in tk.tiles(0, k) {
+                let kernel = ks.get([m_edge, k_edge, b_edge], accumulate || k0 > 0);
+                let c = c.wrapping_add(m0 - c0).cast();
+                run(kernel, wm.at::<T>(k0, m0), xm.at::<T>(r0, k0), c);
             }
-        },
-    );
+        }
+    };
+    if by_rows {
+        let parts = tb.parts(threads);
+        par_parts(
+            y.view_mut(),
+            (0, parts),
+            &|p| tb.part_start(p, parts),
+            &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(0), at),
+            &|r0, r1, mut block: ArrayViewMut2<'_, T>| body((r0, r1), (0, n), block.as_mut_ptr()),
+        );
+    } else {
+        let parts = tm.parts(threads);
+        par_parts(
+            y.view_mut(),
+            (0, parts),
+            &|p| tm.part_start(p, parts),
+            &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(1), at),
+            &|c0, c1, mut block: ArrayViewMut2<'_, T>| body((0, b), (c0, c1), block.as_mut_ptr()),
+        );
+    }
     true
 }
 
@@ -488,6 +568,7 @@ pub(crate) fn gemm_tn<T: Element>(
     g: &ArrayView2<'_, T>,
     dw: &mut ArrayViewMut2<'_, T>,
     accumulate: bool,
+    threads: usize,
 ) -> bool {
     let (Some(xm), Some(gm), Some(dm)) = (Mat::of(x), Mat::of(g), Mat::of_mut(dw)) else {
         return false;
@@ -499,7 +580,8 @@ pub(crate) fn gemm_tn<T: Element>(
     // column-major: dwᵀ (n×k) = gᵀ (n×b) · op(x) with x stored (k×b), op = ᵀ; the rows of dw
     // (libxsmm's n) are split so that each thread writes a contiguous block
     let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
-    let tn = Tiling::new(k, TILE_K);
+    // a narrow layer still gives every thread a block of rows
+    let tn = Tiling::new(k, TILE_K.min(k.div_ceil(threads)));
     let Some(ks) = Kernels::new::<T>(|i| Desc {
         m: int(tm.pick(i & 1 != 0)),
         n: int(tn.pick(i & 2 != 0)),
@@ -512,7 +594,7 @@ pub(crate) fn gemm_tn<T: Element>(
     }) else {
         return false;
     };
-    let parts = tn.parts();
+    let parts = tn.parts(threads);
     par_parts(
         dw.view_mut(),
         (0, parts),
@@ -522,7 +604,7 @@ pub(crate) fn gemm_tn<T: Element>(
             let c = block.as_mut_ptr();
             for (n0, _, n_edge) in tn.tiles(r0, r1) {
                 for (m0, _, m_edge) in tm.tiles(0, n) {
-                    let kernel = ks.get(m_edge, n_edge, accumulate);
+                    let kernel = ks.get([m_edge, n_edge, false], accumulate);
                     let c = c.wrapping_add((n0 - r0) * dm.ld + m0).cast();
                     run(kernel, gm.at::<T>(0, m0), xm.at::<T>(0, n0), c);
                 }
@@ -539,6 +621,7 @@ pub(crate) fn gemm_nt<T: Element>(
     g: &ArrayView2<'_, T>,
     w: &ArrayView2<'_, T>,
     dx: &mut ArrayViewMut2<'_, T>,
+    threads: usize,
 ) -> bool {
     let (Some(gm), Some(wm), Some(dm)) = (Mat::of(g), Mat::of(w), Mat::of_mut(dx)) else {
         return false;
@@ -546,6 +629,9 @@ pub(crate) fn gemm_nt<T: Element>(
     let (b, n, k) = (gm.rows, gm.cols, wm.rows);
     if b == 0 || k == 0 || n == 0 || wm.cols != n || dm.rows != b || dm.cols != k {
         return false;
+    }
+    if k * n < b * (k + n) {
+        return gemm_nt_by_rows(g, wm, dx, threads);
     }
     // column-major: dx (b×k) = g (b×n) · wᵀ... with g and dx as their transposes gt (n, b) and
     // dxt (k, b) row-major, i.e. (b×n) and (b×k) column-major: dxt = gt · w-as-(n×k)
@@ -573,7 +659,7 @@ pub(crate) fn gemm_nt<T: Element>(
         };
         // gt ← gᵀ, by row blocks of gt
         let tg = Tiling::new(n, TILE_K);
-        let parts = tg.parts();
+        let parts = tg.parts(threads);
         par_parts(
             gt.view_mut(),
             (0, parts),
@@ -588,7 +674,7 @@ pub(crate) fn gemm_nt<T: Element>(
             return false;
         };
         // dxt ← gt·w by row blocks of dxt (columns of dx), then each block into dx
-        let parts = tn.parts();
+        let parts = tn.parts(threads);
         par_parts(
             (dx.view_mut(), dxt),
             (0, parts),
@@ -602,7 +688,7 @@ pub(crate) fn gemm_nt<T: Element>(
                 let c = t.as_mut_ptr();
                 for (n0, _, n_edge) in tn.tiles(r0, r1) {
                     for (k0, _, k_edge) in tk.tiles(0, n) {
-                        let kernel = ks.get(n_edge, k_edge, k0 > 0);
+                        let kernel = ks.get([n_edge, k_edge, false], k0 > 0);
                         let c = c.wrapping_add((n0 - r0) * b).cast();
                         run(kernel, gtm.at::<T>(k0, 0), wm.at::<T>(n0, k0), c);
                     }
@@ -612,4 +698,46 @@ pub(crate) fn gemm_nt<T: Element>(
         );
         true
     })
+}
+
+/// `dx ← g·wᵀ` as `g·wt` by [`gemm_nn`] (threads split `dx` by row blocks where it is narrow),
+/// `wt = wᵀ: (N, K)` transposed into the calling thread's scratch buffer: for a layer with fewer
+/// than [`MIN_WEIGHT`] weights, whose `w` costs less to transpose than `g` and `dx`.
+fn gemm_nt_by_rows<T: Element>(
+    g: &ArrayView2<'_, T>,
+    wm: Mat,
+    dx: &mut ArrayViewMut2<'_, T>,
+    threads: usize,
+) -> bool {
+    let (k, n) = (wm.rows, wm.cols);
+    T::with_buffer(n * k, |wt| {
+        transpose::<T>(wm, wt);
+        match ArrayView2::from_shape((n, k), &*wt) {
+            Ok(wt) => gemm_nn(g, &wt, dx, false, threads),
+            Err(_) => false,
+        }
+    })
+}
+
+/// `out ← wᵀ` as a row-major `(N, K)` matrix, for `w: (K, N)` (`out` holds `N·K` elements).
+fn transpose<T: Element>(wm: Mat, out: &mut [T]) {
+    #[cfg(affine_xsmm)]
+    // SAFETY: FFI call. `wm` is a checked operand (`K` rows of `N`, row stride ≥ `N`), which
+    // libxsmm reads as a column-major `N × K` matrix; `out` holds the `K × N` column-major result
+    // with leading dimension `K` (`N·K` elements), written only.
+    unsafe {
+        ffi::libxsmm_otrans(
+            out.as_mut_ptr().cast(),
+            ptr(wm.addr),
+            std::mem::size_of::<T>() as std::os::raw::c_uint,
+            int(wm.cols),
+            int(wm.rows),
+            int(wm.ld),
+            int(wm.rows),
+        );
+    }
+    #[cfg(not(affine_xsmm))]
+    {
+        let _ = (wm, out);
+    }
 }

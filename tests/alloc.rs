@@ -59,9 +59,78 @@ fn steady_state_allocates_nothing() {
     });
     assert!(copies > 0, "the counting allocator saw nothing");
 
-    // kernels: small, medium, over one reduction chunk (600 rows), and batch-1 slices whose
-    // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff
-    for &(batch, inp, out) in &[(1, 64, 32), (1, 300, 260), (33, 40, 24), (600, 20, 1100)] {
+    // kernels: small, medium, over one reduction chunk (600 rows), batch-1 slices whose
+    // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff, and narrow layers
+    // the engine runs on one thread (37 × 64 × 64) or splits (600 × 20 × 1100); inside rayon's
+    // pool (from outside it rayon's job queue allocates now and then: see the end)
+    affine_blas::threads::run(kernel_allocations);
+
+    // a narrow layer the engine runs on the calling thread never enters the pool: nothing to
+    // allocate from outside it either
+    let mut l = Affine::<f32>::new(64, 64, Init::He, 3).unwrap();
+    let (x, g) = (random::<f32>(37, 64, 4), random::<f32>(37, 64, 5));
+    let narrow = steady_allocations(|| {
+        l.forward(x.view()).unwrap();
+        l.backward(g.view()).unwrap();
+    });
+    assert_eq!(narrow, 0, "narrow engine steps from outside the pool");
+
+    // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
+    // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing; run inside rayon's
+    // pool, as batch 37 takes the small-batch engine (see below for outside it)
+    use affine_blas::threads::run;
+    assert_eq!(run(warmed_layer_allocations::<f32>), 0, "f32 layer");
+    assert_eq!(run(warmed_layer_allocations::<f64>), 0, "f64 layer");
+
+    // the small-batch engine (libxsmm, split across rayon's threads): many steps inside the pool
+    // allocate nothing; from outside it, rayon's queue of injected jobs allocates a block now
+    // and then (every 63 injections), which is why training loops run inside (threads::run)
+    let mut l = Affine::<f32>::new(512, 384, Init::He, 3).unwrap();
+    let (x, g) = (random::<f32>(32, 512, 4), random::<f32>(32, 384, 5));
+    let mut step = || {
+        l.forward(x.view()).unwrap();
+        l.backward(g.view()).unwrap();
+    };
+    let inside = affine_blas::threads::run(|| steady_allocations(|| (0..100).for_each(|_| step())));
+    assert_eq!(inside, 0, "engine steps inside the pool");
+    let outside = steady_allocations(|| (0..100).for_each(|_| step()));
+    eprintln!("engine: 500 steps from outside rayon's pool made {outside} allocations");
+    assert!(
+        outside <= 500 * 2 / 63 + 2,
+        "engine steps outside the pool: {outside}"
+    );
+}
+
+fn warmed_layer_allocations<T: affine_blas::Element>() -> usize {
+    let mut l = Affine::<T>::new(96, 700, Init::He, 7).unwrap();
+    let mut opt = Sgd::new(SgdConfig::new(0.01).momentum(0.9).weight_decay(1e-4)).unwrap();
+    let (x, g) = (random::<T>(640, 96, 8), random::<T>(640, 700, 9));
+    l.forward(x.view()).unwrap();
+    l.backward(g.view()).unwrap();
+    opt.step(&mut [&mut l]).unwrap();
+    steady_allocations(|| {
+        for batch in [640, 1, 37] {
+            l.forward(x.slice(s![..batch, ..])).unwrap();
+            l.backward(g.slice(s![..batch, ..])).unwrap();
+            l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
+            opt.step(&mut [&mut l]).unwrap();
+            l.zero_grad();
+            // the input written into the layer, no copy
+            l.input_mut(batch).assign(&x.slice(s![..batch, ..]));
+            l.forward_input().unwrap();
+            l.backward(g.slice(s![..batch, ..])).unwrap();
+        }
+    })
+}
+
+fn kernel_allocations() {
+    for &(batch, inp, out) in &[
+        (1, 64, 32),
+        (1, 300, 260),
+        (33, 40, 24),
+        (37, 64, 64),
+        (600, 20, 1100),
+    ] {
         let x = random::<f32>(batch + 4, inp, 3);
         let w = random::<f32>(inp, out, 4);
         let b = random::<f32>(1, out, 5).row(0).to_owned();
@@ -118,51 +187,4 @@ fn steady_state_allocates_nothing() {
         });
         assert_eq!(n, 0, "single columns at batch {batch}");
     }
-
-    // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
-    // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing; run inside rayon's
-    // pool, as batch 37 takes the small-batch engine (see below for outside it)
-    use affine_blas::threads::run;
-    assert_eq!(run(warmed_layer_allocations::<f32>), 0, "f32 layer");
-    assert_eq!(run(warmed_layer_allocations::<f64>), 0, "f64 layer");
-
-    // the small-batch engine (libxsmm, split across rayon's threads): many steps inside the pool
-    // allocate nothing; from outside it, rayon's queue of injected jobs allocates a block now
-    // and then (every 63 injections), which is why training loops run inside (threads::run)
-    let mut l = Affine::<f32>::new(512, 384, Init::He, 3).unwrap();
-    let (x, g) = (random::<f32>(32, 512, 4), random::<f32>(32, 384, 5));
-    let mut step = || {
-        l.forward(x.view()).unwrap();
-        l.backward(g.view()).unwrap();
-    };
-    let inside = affine_blas::threads::run(|| steady_allocations(|| (0..100).for_each(|_| step())));
-    assert_eq!(inside, 0, "engine steps inside the pool");
-    let outside = steady_allocations(|| (0..100).for_each(|_| step()));
-    eprintln!("engine: 500 steps from outside rayon's pool made {outside} allocations");
-    assert!(
-        outside <= 500 * 2 / 63 + 2,
-        "engine steps outside the pool: {outside}"
-    );
-}
-
-fn warmed_layer_allocations<T: affine_blas::Element>() -> usize {
-    let mut l = Affine::<T>::new(96, 700, Init::He, 7).unwrap();
-    let mut opt = Sgd::new(SgdConfig::new(0.01).momentum(0.9).weight_decay(1e-4)).unwrap();
-    let (x, g) = (random::<T>(640, 96, 8), random::<T>(640, 700, 9));
-    l.forward(x.view()).unwrap();
-    l.backward(g.view()).unwrap();
-    opt.step(&mut [&mut l]).unwrap();
-    steady_allocations(|| {
-        for batch in [640, 1, 37] {
-            l.forward(x.slice(s![..batch, ..])).unwrap();
-            l.backward(g.slice(s![..batch, ..])).unwrap();
-            l.backward_accumulate(g.slice(s![..batch, ..])).unwrap();
-            opt.step(&mut [&mut l]).unwrap();
-            l.zero_grad();
-            // the input written into the layer, no copy
-            l.input_mut(batch).assign(&x.slice(s![..batch, ..]));
-            l.forward_input().unwrap();
-            l.backward(g.slice(s![..batch, ..])).unwrap();
-        }
-    })
 }

@@ -63,6 +63,9 @@ fn steady_state_allocates_nothing() {
     // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff, and narrow layers
     // the engine runs on one thread (37 × 64 × 64) or splits (600 × 20 × 1100); inside rayon's
     // pool (from outside it rayon's job queue allocates now and then: see the end)
+    // (every worker of the pool started first: a starting thread allocates, and the counter
+    // counts every thread)
+    rayon::broadcast(|_| ());
     affine_blas::threads::run(kernel_allocations);
 
     // a narrow layer the engine runs on the calling thread never enters the pool: nothing to

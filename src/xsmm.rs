@@ -42,11 +42,6 @@ pub const MIN_WEIGHT: usize = 1 << 16;
 /// at batch ≥ 256 (`affine-bench --shape`, README "The small-batch engine"). Below batch 32 a
 /// step measured slower than OpenBLAS's (16 × 64 × 64: 1.16× its floor against 1.09×).
 pub const NARROW_MIN_BATCH: usize = 32;
-/// A forward product whose `w` has at most this many bytes (768 KB, 256 × 256 `f64` with its bias row: it stays
-/// in each core's L2) takes the engine at any batch, split by rows of the batch beyond
-/// [`max_batch`] (measured against OpenBLAS at 512 and 2048 × 256 × 256: f32 0.87–0.97×, f64
-/// 0.76×; its backward did not gain: 1.1–1.3×).
-pub const FORWARD_ANY_BATCH_BYTES: usize = 3 << 18;
 /// The fewest weights of a narrow layer that the engine takes (64 × 64, the smallest measured).
 pub const NARROW_MIN_WEIGHT: usize = 1 << 12;
 /// A narrow layer's product of less work than this (multiply-adds × bytes per element) runs on
@@ -298,10 +293,8 @@ pub fn applies<T: Element>(product: Product, batch: usize, weights: usize) -> bo
 /// [`MIN_WEIGHT`] weights, batches from [`NARROW_MIN_BATCH`] between [`NARROW_MIN_WEIGHT`] and
 /// [`MIN_WEIGHT`], and nothing while not [`enabled`].
 pub fn plan<T: Element>(product: Product, batch: usize, weights: usize) -> Option<usize> {
-    let bytes = weights.saturating_mul(std::mem::size_of::<T>());
     let takes = if weights >= MIN_WEIGHT {
-        let any_batch = product == Product::Forward && bytes <= FORWARD_ANY_BATCH_BYTES;
-        batch >= MIN_BATCH && (any_batch || batch <= max_batch::<T>(product))
+        (MIN_BATCH..=max_batch::<T>(product)).contains(&batch)
     } else {
         weights >= NARROW_MIN_WEIGHT && batch >= NARROW_MIN_BATCH
     };
@@ -521,7 +514,7 @@ pub(crate) fn gemm_nn<T: Element>(
     // column-major: yᵀ (n×b) = wᵀ (n×k) · xᵀ (k×b); m = out, k is blocked
     let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
     let tk = Tiling::new(k, TILE_K);
-    let by_rows = (tm.parts(threads) < threads || b > n) && b >= threads;
+    let by_rows = tm.parts(threads) < threads && b >= threads;
     let tb = Tiling::new(b, if by_rows { b.div_ceil(threads) } else { b });
     let Some(ks) = Kernels::new::<T>(|i| Desc {
         m: int(tm.pick(i & 1 != 0)),

@@ -18,7 +18,9 @@
 //! rayon's job queue for such outside calls allocates a block every 63 calls. From a thread of
 //! the pool the same region is a `rayon::join`: the calling thread works on one half at once.
 //! So [`Affine`](crate::Affine) enters the pool once per `forward`/`backward` where the engine
-//! runs, and a training loop does best to run entirely inside it, through [`run`]:
+//! splits a product across threads ([`crate::xsmm::parallel`]; a narrow layer's small products
+//! run on the calling thread and need no pool), and a training loop does best to run entirely
+//! inside it, through [`run`]:
 //!
 //! ```
 //! use affine_blas::{threads, Affine, Init};

@@ -62,16 +62,21 @@ pub enum Product {
 /// faster than OpenBLAS (`affine-bench --shape`, layer against its OpenBLAS floor, in = out = 256
 /// and 1024, on an AVX-512 machine). Against OpenBLAS's AVX-512 kernels its forward pass
 /// measured 0.65–0.9× OpenBLAS's time up to batch 256 (f32) and 384 (f64), its backward pass
-/// 0.85–0.9× up to batch 64 (f32) and 0.9–0.99× up to 256 (f64), and no faster above. Where
-/// OpenBLAS runs narrower kernels (AVX2: a user's `OPENBLAS_CORETYPE=Haswell`, or a CPU without
-/// AVX-512) the whole step measured 0.5–0.65× OpenBLAS's up to batch 512.
+/// 0.85–0.9× up to batch 64 (f32) and 0.9–0.99× up to 256 (f64), and no faster above. The f32
+/// backward runs on the engine to batch 128 all the same, at 1.0–1.05× OpenBLAS's time: with
+/// both passes on one thread pool the step measured 0.80–0.98× its floor at batch 96–128
+/// (256 × 256 to 4096 × 1024 weights), against 0.95–1.10× with the engine's forward followed by
+/// OpenBLAS's backward (the two pools meeting in each step). At 256 the mixed step held
+/// (0.97–0.99×; both on the engine 1.05–1.10×). Where OpenBLAS runs narrower kernels (AVX2: a
+/// user's `OPENBLAS_CORETYPE=Haswell`, or a CPU without AVX-512) the whole step measured
+/// 0.5–0.65× OpenBLAS's up to batch 512.
 pub fn max_batch<T: Element>(product: Product) -> usize {
     let avx512_blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core()) >= 3;
     match (avx512_blas, product, T::NAME) {
         (false, _, _) => 512,
         (true, Product::Forward, "f32") => 256,
         (true, Product::Forward, _) => 384,
-        (true, Product::Backward, "f32") => 64,
+        (true, Product::Backward, "f32") => 128,
         (true, Product::Backward, _) => 256,
     }
 }

@@ -134,7 +134,7 @@ fn engine_state() -> String {
     use xsmm::Product::{Backward, Forward};
     if xsmm::enabled() {
         format!(
-            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}",
+            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}; narrow layers ({}+ weights) from batch {}",
             xsmm::target(),
             xsmm::MIN_BATCH,
             xsmm::MIN_WEIGHT,
@@ -142,6 +142,8 @@ fn engine_state() -> String {
             xsmm::max_batch::<f64>(Forward),
             xsmm::max_batch::<f32>(Backward),
             xsmm::max_batch::<f64>(Backward),
+            xsmm::NARROW_MIN_WEIGHT,
+            xsmm::NARROW_MIN_BATCH,
         )
     } else if xsmm::available() {
         "off (AFFINE_BLAS_XSMM=0)".to_string()

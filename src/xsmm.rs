@@ -544,25 +544,26 @@ pub(crate) fn gemm_nn<T: Element>(
             }
         }
     };
-    if by_rows {
-        let parts = tb.parts(threads);
-        par_parts(
-            y.view_mut(),
-            (0, parts),
-            &|p| tb.part_start(p, parts),
-            &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(0), at),
-            &|r0, r1, mut block: ArrayViewMut2<'_, T>| body((r0, r1), (0, n), block.as_mut_ptr()),
-        );
+    let (split, axis) = if by_rows {
+        (tb, Axis(0))
     } else {
-        let parts = tm.parts(threads);
-        par_parts(
-            y.view_mut(),
-            (0, parts),
-            &|p| tm.part_start(p, parts),
-            &|v: ArrayViewMut2<'_, T>, at| v.split_at(Axis(1), at),
-            &|c0, c1, mut block: ArrayViewMut2<'_, T>| body((0, b), (c0, c1), block.as_mut_ptr()),
-        );
-    }
+        (tm, Axis(1))
+    };
+    let parts = split.parts(threads);
+    par_parts(
+        y.view_mut(),
+        (0, parts),
+        &|p| split.part_start(p, parts),
+        &|v: ArrayViewMut2<'_, T>, at| v.split_at(axis, at),
+        &|s0, s1, mut block: ArrayViewMut2<'_, T>| {
+            let (rows, cols) = if by_rows {
+                ((s0, s1), (0, n))
+            } else {
+                ((0, b), (s0, s1))
+            };
+            body(rows, cols, block.as_mut_ptr());
+        },
+    );
     true
 }
 

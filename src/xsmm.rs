@@ -37,13 +37,20 @@ pub const MIN_BATCH: usize = 2;
 /// [`max_batch`]: their `w` streams from L2 or memory, which OpenBLAS packs once per call.
 pub const MIN_WEIGHT: usize = 1 << 16;
 /// Narrow layers, with [`NARROW_MIN_WEIGHT`] up to [`MIN_WEIGHT`] weights (a `w` that stays in
-/// each core's cache), take the engine from this batch up, at any batch: OpenBLAS reaches only
-/// 35–45 % of peak on them (its blocking is made for large matrices), libxsmm's kernels 70–80 %
-/// at batch ≥ 256 (`affine-bench --shape`, README "The small-batch engine"). Below batch 32 a
-/// step measured slower than OpenBLAS's (16 × 64 × 64: 1.16× its floor against 1.09×).
+/// each core's cache), take the engine from this batch up (and [`NARROW_MIN_WORK`]), at any
+/// batch: OpenBLAS reaches only 35–45 % of peak on them at 64 × 64 and less on smaller ones
+/// (its blocking is made for large matrices), libxsmm's kernels 70–80 % at batch ≥ 256
+/// (`affine-bench --shape`, README "The small-batch engine"). Below batch 32 a step measured
+/// slower than OpenBLAS's (16 × 64 × 64: 1.16× its floor against 1.09×).
 pub const NARROW_MIN_BATCH: usize = 32;
-/// The fewest weights of a narrow layer that the engine takes (64 × 64, the smallest measured).
-pub const NARROW_MIN_WEIGHT: usize = 1 << 12;
+/// The fewest weights of a narrow layer that the engine takes (16 × 16): at batch 2048 the step
+/// measured 0.07–0.5× OpenBLAS's from 16 × 16 to 32 × 32 (f32 2048 × 32 × 32 29–38 µs against
+/// 117–535, 2048 × 16 × 16 15 against 33); below (2048 × 2 × 64, 2048 × 64 × 3) it was no faster.
+pub const NARROW_MIN_WEIGHT: usize = 1 << 8;
+/// The least work (multiply-adds, `batch · weights`) of a narrow layer's product that the engine
+/// takes: 32 × 32 × 32 (2¹⁵) measured slower than OpenBLAS (step 1.50 µs against 1.44 f32, 2.40
+/// against 2.17 f64), 64 × 32 × 32 (2¹⁶) no slower (2.35 against 2.48, 4.04 against 4.75).
+pub const NARROW_MIN_WORK: usize = 1 << 16;
 /// A narrow layer's product of less work than this (multiply-adds × bytes per element) runs on
 /// the calling thread: waking a second thread for it measured slower than not (64 × 64 × 64 f32
 /// step: 6.6–7.0 µs serial, 6.7–14 µs split; 128 × 64 × 64: 12.5 µs against 10–17 µs).
@@ -295,13 +302,16 @@ pub fn applies<T: Element>(product: Product, batch: usize, weights: usize) -> bo
 /// `T`: `None` where it does not take it (OpenBLAS does), else the number of threads it splits
 /// it across (1: on the calling thread; more: rayon's pool, which a caller enters first, see
 /// [`crate::threads`]). The engine takes batches [`MIN_BATCH`]`..=`[`max_batch`] from
-/// [`MIN_WEIGHT`] weights, batches from [`NARROW_MIN_BATCH`] between [`NARROW_MIN_WEIGHT`] and
-/// [`MIN_WEIGHT`], and nothing while not [`enabled`].
+/// [`MIN_WEIGHT`] weights, batches from [`NARROW_MIN_BATCH`] and [`NARROW_MIN_WORK`]
+/// multiply-adds between [`NARROW_MIN_WEIGHT`] and [`MIN_WEIGHT`], and nothing while not
+/// [`enabled`].
 pub fn plan<T: Element>(product: Product, batch: usize, weights: usize) -> Option<usize> {
     let takes = if weights >= MIN_WEIGHT {
         (MIN_BATCH..=max_batch::<T>(product)).contains(&batch)
     } else {
-        weights >= NARROW_MIN_WEIGHT && batch >= NARROW_MIN_BATCH
+        weights >= NARROW_MIN_WEIGHT
+            && batch >= NARROW_MIN_BATCH
+            && batch.saturating_mul(weights) >= NARROW_MIN_WORK
     };
     let work = batch
         .saturating_mul(weights)

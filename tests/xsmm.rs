@@ -15,8 +15,8 @@ use ndarray::{s, Array1, Array2, Axis};
 /// pass or neither pass is the engine's (OpenBLAS with AVX-512 kernels) or both are (without);
 /// then narrow layers (under `MIN_WEIGHT` weights): on the calling thread, `dx` through
 /// transposed `g` and `dx` (40 × 100 × 70) or through transposed `w` (37 × 64 × 64); split by
-/// rows of the batch, odd and even (301 × 70 × 90, 2049 × 67 × 63); and under the narrow cutoffs
-/// (31 × 64 × 64, 300 × 60 × 60).
+/// rows of the batch, odd and even (301 × 70 × 90, 2049 × 67 × 63, 2048 × 17 × 16); and under
+/// the narrow cutoffs of batch, work and weights (31 × 64 × 64, 33 × 32 × 32, 2048 × 8 × 16).
 const SHAPES: &[(usize, usize, usize)] = &[
     (2, 256, 256),
     (3, 300, 257),
@@ -29,8 +29,10 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (37, 64, 64),
     (301, 70, 90),
     (2049, 67, 63),
+    (2048, 17, 16),
     (31, 64, 64),
-    (300, 60, 60),
+    (33, 32, 32),
+    (2048, 8, 16),
 ];
 
 /// GEMMs OpenBLAS runs for one forward and backward at this shape in precision `T`.
@@ -62,22 +64,23 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
             1 << 20
         ));
         assert!(xsmm::max_batch::<f32>(p) >= 64 && xsmm::max_batch::<f64>(p) >= 64);
-        // narrow layers: from NARROW_MIN_BATCH, at any batch; alone or split by work
+        // narrow layers: from NARROW_MIN_BATCH and NARROW_MIN_WORK, at any batch; alone or
+        // split by work
         let (nb, nw) = (xsmm::NARROW_MIN_BATCH, xsmm::NARROW_MIN_WEIGHT);
+        let work = xsmm::NARROW_MIN_WORK;
         let on = xsmm::enabled();
         assert!(!xsmm::applies::<f32>(p, nb - 1, xsmm::MIN_WEIGHT - 1));
         assert!(!xsmm::applies::<f32>(p, 1 << 20, nw - 1));
-        assert_eq!(xsmm::plan::<f32>(p, nb, nw), on.then_some(1));
-        assert_eq!(
-            xsmm::plan::<f64>(p, 1 << 20, nw),
-            on.then_some(rayon::current_num_threads())
-        );
+        assert_eq!(xsmm::plan::<f32>(p, nb, work / nb), on.then_some(1));
+        assert!(!xsmm::applies::<f32>(p, nb, work / nb - 1));
+        let all = rayon::current_num_threads();
+        assert_eq!(xsmm::plan::<f64>(p, 1 << 20, nw), on.then_some(all));
         assert_eq!(xsmm::parallel::<f32>(p, 1 << 20, nw), on);
-        assert!(!xsmm::parallel::<f32>(p, nb, nw));
-        for &(b, i, o) in &SHAPES[7..11] {
+        assert!(!xsmm::parallel::<f32>(p, nb, work / nb));
+        for &(b, i, o) in &SHAPES[7..12] {
             assert_eq!(xsmm::applies::<f64>(p, b, i * o), on, "{b}x{i}x{o}");
         }
-        for &(b, i, o) in &SHAPES[11..] {
+        for &(b, i, o) in &SHAPES[12..] {
             assert!(!xsmm::applies::<f64>(p, b, i * o), "{b}x{i}x{o}");
         }
     }

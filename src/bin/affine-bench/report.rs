@@ -134,7 +134,7 @@ fn engine_state() -> String {
     use xsmm::Product::{Backward, Forward};
     if xsmm::enabled() {
         format!(
-            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}; narrow layers ({}+ weights) from batch {}",
+            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}; narrow layers ({}+ weights) from batch {} and {} multiply-adds",
             xsmm::target(),
             xsmm::MIN_BATCH,
             xsmm::MIN_WEIGHT,
@@ -144,6 +144,7 @@ fn engine_state() -> String {
             xsmm::max_batch::<f64>(Backward),
             xsmm::NARROW_MIN_WEIGHT,
             xsmm::NARROW_MIN_BATCH,
+            xsmm::NARROW_MIN_WORK,
         )
     } else if xsmm::available() {
         "off (AFFINE_BLAS_XSMM=0)".to_string()

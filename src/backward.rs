@@ -56,7 +56,7 @@ pub fn backward_into<T: Element>(
         db.len(),
     )?;
     // one entry into rayon's pool for the engine's parallel regions (crate::threads)
-    threads::run_if(xsmm::parallel::<T>(Backward, x.nrows(), w.len()), || {
+    threads::run_if(xsmm::parallel::<T>(Backward, x.nrows(), w.dim()), || {
         weight_grads(x, w, grad, dx, dw, accum);
     });
     sum_rows_into(grad, db, accum, Par::Auto)
@@ -95,7 +95,7 @@ fn weight_grads<T: Element>(
         Accum::Add => T::one(),
     };
     let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
-    let engine = xsmm::plan::<T>(Backward, x.nrows(), w.len());
+    let engine = xsmm::plan::<T>(Backward, x.nrows(), w.dim());
     if let Some(mut dx) = dx {
         if single_row {
             // one row: dxᵀ = w·gradᵀ is a matrix-vector product

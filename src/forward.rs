@@ -34,7 +34,7 @@ pub fn forward_into<T: Element>(
         gemv(T::one(), &w.t(), &x.row(0), T::one(), &mut y0);
     } else {
         y.assign(&b);
-        let engine = xsmm::plan::<T>(Forward, x.nrows(), w.len()).is_some_and(|threads| {
+        let engine = xsmm::plan::<T>(Forward, x.nrows(), w.dim()).is_some_and(|threads| {
             threads::run_if(threads > 1, || xsmm::gemm_nn(&x, &w, &mut y, true, threads))
         });
         if !engine {
@@ -57,7 +57,7 @@ pub(crate) fn forward_folded_into<T: Element>(
 ) {
     if x1.nrows() == 1 && wb.len() >= GEMV_FORWARD_MIN_WEIGHT {
         gemv(T::one(), &wb.t(), &x1.row(0), T::zero(), &mut y.row_mut(0));
-    } else if !xsmm::plan::<T>(Forward, x1.nrows(), wb.len())
+    } else if !xsmm::plan::<T>(Forward, x1.nrows(), wb.dim())
         .is_some_and(|threads| xsmm::gemm_nn(&x1, &wb, &mut y, false, threads))
     {
         gemm(T::one(), &x1, &wb, T::zero(), &mut y);

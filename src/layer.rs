@@ -200,7 +200,7 @@ impl<T: Element> Affine<T> {
         reserve_rows(&mut self.y, batch, T::zero());
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let y = self.y.slice_mut(s![..batch, ..]);
-        threads::run_if(xsmm::parallel::<T>(Forward, batch, wb.len()), || {
+        threads::run_if(xsmm::parallel::<T>(Forward, batch, wb.dim()), || {
             forward_folded_into(x, wb, y);
         });
         self.batch = Some(batch);
@@ -239,7 +239,7 @@ impl<T: Element> Affine<T> {
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let (dx, dwb) = (self.dx.slice_mut(s![..batch, ..]), self.dwb.view_mut());
         // the same question weight_grads asks (of w, without the bias row)
-        let engine = xsmm::parallel::<T>(Backward, batch, w_dim.0 * w_dim.1);
+        let engine = xsmm::parallel::<T>(Backward, batch, w_dim);
         threads::run_if(engine, || {
             backward_folded_into(x, wb, grad, Some(dx), dwb, accum);
         });

@@ -27,7 +27,7 @@
 //! CPU without AVX2, [`available`] is false and every product goes to OpenBLAS.
 
 use crate::element::Element;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -43,6 +43,13 @@ pub const MIN_WEIGHT: usize = 1 << 16;
 /// (`affine-bench --shape`, README "The small-batch engine"). Below batch 32 a step measured
 /// slower than OpenBLAS's (16 × 64 × 64: 1.16× its floor against 1.09×).
 pub const NARROW_MIN_BATCH: usize = 32;
+/// In `f64`, a layer whose `w` has at most this many bytes (768 KB: it stays in each core's L2)
+/// takes the engine at batches of at least twice its larger side beyond [`max_batch`] too,
+/// every product split by rows of the batch (`dw` summed per thread, then added in a fixed
+/// order). Step against OpenBLAS (`affine-bench --shape`, layer/floor in one run, a run where
+/// the floor ran at full speed): 512, 1024 and 2048 × 256 × 256 0.90, 0.84, 0.80 (forward
+/// 0.62–0.67). In `f32` the same measured 0.89–1.06 (0.998 and 1.059 at full speed): not taken.
+pub const LARGE_BATCH_MAX_BYTES: usize = 3 << 18;
 /// The fewest weights of a narrow layer that the engine takes (16 × 16): at batch 2048 the step
 /// measured 0.07–0.5× OpenBLAS's from 16 × 16 to 32 × 32 (f32 2048 × 32 × 32 29–38 µs against
 /// 117–535, 2048 × 16 × 16 15 against 33); below (2048 × 2 × 64, 2048 × 64 × 3) it was no faster.
@@ -292,22 +299,30 @@ fn probe() -> bool {
     false
 }
 
-/// Whether the engine takes `product` at this batch, for a weight of `weights` elements, in
-/// precision `T` (see [`plan`]).
-pub fn applies<T: Element>(product: Product, batch: usize, weights: usize) -> bool {
-    plan::<T>(product, batch, weights).is_some()
+/// Whether the engine takes `product` at this batch, for a weight of shape `w` (`(in, out)`, or
+/// `(in + 1, out)` with the bias folded in), in precision `T` (see [`plan`]).
+pub fn applies<T: Element>(product: Product, batch: usize, w: (usize, usize)) -> bool {
+    plan::<T>(product, batch, w).is_some()
 }
 
-/// How the engine runs `product` at this batch for a weight of `weights` elements in precision
-/// `T`: `None` where it does not take it (OpenBLAS does), else the number of threads it splits
+/// How the engine runs `product` at this batch for a weight of shape `w` in precision `T`: `None` where it does not take it (OpenBLAS does), else the number of threads it splits
 /// it across (1: on the calling thread; more: rayon's pool, which a caller enters first, see
 /// [`crate::threads`]). The engine takes batches [`MIN_BATCH`]`..=`[`max_batch`] from
-/// [`MIN_WEIGHT`] weights, batches from [`NARROW_MIN_BATCH`] and [`NARROW_MIN_WORK`]
-/// multiply-adds between [`NARROW_MIN_WEIGHT`] and [`MIN_WEIGHT`], and nothing while not
-/// [`enabled`].
-pub fn plan<T: Element>(product: Product, batch: usize, weights: usize) -> Option<usize> {
+/// [`MIN_WEIGHT`] weights (and in `f64` every batch of at least twice the larger side of a `w`
+/// of at most [`LARGE_BATCH_MAX_BYTES`]), batches from [`NARROW_MIN_BATCH`] and
+/// [`NARROW_MIN_WORK`] multiply-adds between [`NARROW_MIN_WEIGHT`] and [`MIN_WEIGHT`], and
+/// nothing while not [`enabled`].
+pub fn plan<T: Element>(
+    product: Product,
+    batch: usize,
+    (rows, cols): (usize, usize),
+) -> Option<usize> {
+    let weights = rows.saturating_mul(cols);
     let takes = if weights >= MIN_WEIGHT {
-        (MIN_BATCH..=max_batch::<T>(product)).contains(&batch)
+        let bytes = weights.saturating_mul(std::mem::size_of::<T>());
+        let large =
+            T::NAME == "f64" && bytes <= LARGE_BATCH_MAX_BYTES && large_batch(batch, rows, cols);
+        (MIN_BATCH..=max_batch::<T>(product)).contains(&batch) || large
     } else {
         weights >= NARROW_MIN_WEIGHT
             && batch >= NARROW_MIN_BATCH
@@ -328,8 +343,8 @@ pub fn plan<T: Element>(product: Product, batch: usize, weights: usize) -> Optio
 
 /// Whether the engine splits `product` across rayon's threads ([`plan`] > 1): where the caller
 /// enters rayon's pool first.
-pub fn parallel<T: Element>(product: Product, batch: usize, weights: usize) -> bool {
-    plan::<T>(product, batch, weights).is_some_and(|threads| threads > 1)
+pub fn parallel<T: Element>(product: Product, batch: usize, w: (usize, usize)) -> bool {
+    plan::<T>(product, batch, w).is_some_and(|threads| threads > 1)
 }
 
 /// A row-major operand: its address, rows, columns and row stride (elements).
@@ -492,6 +507,12 @@ fn par_parts<V, S, F>(
     );
 }
 
+/// A batch at least twice the layer's larger side (less one, for the folded bias's row, so that
+/// a layer's forward and backward products agree): the products split by rows of the batch.
+fn large_batch(b: usize, k: usize, n: usize) -> bool {
+    b >= 2 * k.max(n).saturating_sub(1)
+}
+
 fn ptr(addr: usize) -> *const c_void {
     std::ptr::with_exposed_provenance(addr)
 }
@@ -529,7 +550,7 @@ pub(crate) fn gemm_nn<T: Element>(
     // column-major: yᵀ (n×b) = wᵀ (n×k) · xᵀ (k×b); m = out, k is blocked
     let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
     let tk = Tiling::new(k, TILE_K);
-    let by_rows = tm.parts(threads) < threads && b >= threads;
+    let by_rows = (tm.parts(threads) < threads || large_batch(b, k, n)) && b >= threads;
     let tb = Tiling::new(b, if by_rows { b.div_ceil(threads) } else { b });
     let Some(ks) = Kernels::new::<T>(|i| Desc {
         m: int(tm.pick(i & 1 != 0)),
@@ -593,6 +614,9 @@ pub(crate) fn gemm_tn<T: Element>(
     if b == 0 || k == 0 || n == 0 || gm.rows != b || dm.rows != k || dm.cols != n {
         return false;
     }
+    if threads > 1 && large_batch(b, k, n) {
+        return gemm_tn_by_batch(xm, gm, dw, dm, accumulate, threads);
+    }
     // column-major: dwᵀ (n×k) = gᵀ (n×b) · op(x) with x stored (k×b), op = ᵀ; the rows of dw
     // (libxsmm's n) are split so that each thread writes a contiguous block
     let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
@@ -646,7 +670,7 @@ pub(crate) fn gemm_nt<T: Element>(
     if b == 0 || k == 0 || n == 0 || wm.cols != n || dm.rows != b || dm.cols != k {
         return false;
     }
-    if k * n < MIN_WEIGHT && k * n <= b * (k + n) {
+    if (k * n < MIN_WEIGHT && k * n <= b * (k + n)) || large_batch(b, k, n) {
         return gemm_nt_by_rows(g, w, wm, dx, threads);
     }
     // column-major: dx (b×k) = g (b×n) · wᵀ... with g and dx as their transposes gt (n, b) and
@@ -765,4 +789,91 @@ fn transpose<T: Element>(w: &ArrayView2<'_, T>, wm: Mat, out: &mut ArrayViewMut2
         let _ = wm;
         out.assign(&w.t());
     }
+}
+
+/// Rows of the batch per kernel call of [`gemm_tn_by_batch`]: `TRANS_B` kernels slow down over
+/// longer reductions (f64 64 × 128 tile: 113 GFLOP/s on one thread at 256 rows, 94 at 1024).
+const BATCH_TILE: usize = 256;
+
+/// `dw ← xᵀ·g` (`+ dw` when `accumulate`) with the batch split across threads: part 0 sums its
+/// rows into `dw`, every other part into a scratch matrix, added into `dw` pairwise in a fixed
+/// order (so the result does not depend on timing).
+fn gemm_tn_by_batch<T: Element>(
+    xm: Mat,
+    gm: Mat,
+    dw: &mut ArrayViewMut2<'_, T>,
+    dm: Mat,
+    accumulate: bool,
+    threads: usize,
+) -> bool {
+    let (b, k, n) = (xm.rows, xm.cols, gm.cols);
+    let ld = dm.ld;
+    let tm = Tiling::new(n, TILE_BYTES / std::mem::size_of::<T>());
+    let tn = Tiling::new(k, TILE_K);
+    // the batch in tiles of about BATCH_TILE rows, every thread a run of whole tiles
+    let tb = Tiling::new(b, BATCH_TILE);
+    let parts = tb.parts(threads);
+    let Some(ks) = Kernels::new::<T>(|i| Desc {
+        m: int(tm.pick(i & 1 != 0)),
+        n: int(tn.pick(i & 2 != 0)),
+        k: int(tb.pick(i & 8 != 0)),
+        lda: int(gm.ld),
+        ldb: int(xm.ld),
+        ldc: int(ld),
+        accumulate: i & 4 != 0,
+        trans_b: true,
+    }) else {
+        return false;
+    };
+    let size = (k - 1) * ld + n;
+    let leaf = |p: usize, c: *mut T, acc: bool| {
+        let (r0, r1) = (tb.part_start(p, parts), tb.part_start(p + 1, parts));
+        for (s0, _, b_edge) in tb.tiles(r0, r1) {
+            for (n0, _, n_edge) in tn.tiles(0, k) {
+                for (m0, _, m_edge) in tm.tiles(0, n) {
+                    let kernel = ks.get([m_edge, n_edge, b_edge], acc || s0 > r0);
+                    let c = c.wrapping_add(n0 * ld + m0).cast();
+                    run(kernel, gm.at::<T>(s0, m0), xm.at::<T>(s0, n0), c);
+                }
+            }
+        }
+    };
+    T::with_buffer((parts - 1) * size, |scratch| {
+        tn_tree(
+            &leaf,
+            (0, parts),
+            dw.view_mut(),
+            accumulate,
+            scratch,
+            (k, n, ld, size),
+        );
+    });
+    true
+}
+
+/// Parts `lo..hi` of [`gemm_tn_by_batch`]: the first half into `out`, the second into the head
+/// of `scratch` (then added into `out`), the rest of `scratch` for the halves' own splits.
+fn tn_tree<T: Element, L: Fn(usize, *mut T, bool) + Sync>(
+    leaf: &L,
+    (lo, hi): (usize, usize),
+    mut out: ArrayViewMut2<'_, T>,
+    acc: bool,
+    scratch: &mut [T],
+    dims @ (k, n, ld, size): (usize, usize, usize, usize),
+) {
+    if hi - lo <= 1 {
+        leaf(lo, out.as_mut_ptr(), acc);
+        return;
+    }
+    let mid = lo + (hi - lo) / 2;
+    let (mine, rest) = scratch.split_at_mut(size);
+    let (left, right) = rest.split_at_mut((mid - lo - 1) * size);
+    let Ok(mut mine) = ArrayViewMut2::from_shape((k, n).strides((ld, 1)), mine) else {
+        return;
+    };
+    rayon::join(
+        || tn_tree(leaf, (lo, mid), out.view_mut(), acc, left, dims),
+        || tn_tree(leaf, (mid, hi), mine.view_mut(), false, right, dims),
+    );
+    out.zip_mut_with(&mine, |a, &b| *a = *a + b);
 }

@@ -78,6 +78,17 @@ fn steady_state_allocates_nothing() {
     });
     assert_eq!(narrow, 0, "narrow engine steps from outside the pool");
 
+    // an f64 layer at a batch the engine splits by rows (dw summed per thread in scratch)
+    let mut l = Affine::<f64>::new(256, 256, Init::He, 3).unwrap();
+    let (x, g) = (random::<f64>(512, 256, 4), random::<f64>(512, 256, 5));
+    let large = affine_blas::threads::run(|| {
+        steady_allocations(|| {
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+        })
+    });
+    assert_eq!(large, 0, "f64 large-batch engine steps inside the pool");
+
     // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
     // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing; run inside rayon's
     // pool, as batch 37 takes the small-batch engine (see below for outside it)

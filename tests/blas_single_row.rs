@@ -145,8 +145,8 @@ fn small_weights_and_larger_batches_stay_on_gemm() {
     // batch 2 leaves the single-row paths: GEMMs, or none at all where the small-batch engine
     // (libxsmm) takes them
     use affine_blas::xsmm::{applies, Product};
-    let f = usize::from(!applies::<f64>(Product::Forward, 2, 400 * 360));
-    let b = 2 * usize::from(!applies::<f64>(Product::Backward, 2, 400 * 360));
+    let f = usize::from(!applies::<f64>(Product::Forward, 2, (400, 360)));
+    let b = 2 * usize::from(!applies::<f64>(Product::Backward, 2, (400, 360)));
     let (fwd, bwd, acc) = pass(2, 400, 360, common::Layout::C, common::Layout::C);
     assert_eq!((fwd, bwd, acc), ([f, 0, 0], [b, 0, 0], [b, 0, 0]));
 }

@@ -12,8 +12,9 @@ use ndarray::{s, Array1, Array2, Axis};
 
 /// (batch, in, out): edge tiles along every dimension (257, 300, 1000, 130 are not multiples of
 /// the tiles), a weight of exactly `MIN_WEIGHT`, batch 2, and batches where only the forward
-/// pass or neither pass is the engine's (OpenBLAS with AVX-512 kernels) or both are (without);
-/// then narrow layers (under `MIN_WEIGHT` weights): on the calling thread, `dx` through
+/// pass or neither pass is the engine's (OpenBLAS with AVX-512 kernels) or both are (without),
+/// and a large batch the engine takes in f64 only (1030 × 256 × 260: rows of the batch split,
+/// `dw` summed per thread in batch tiles with an edge tile); then narrow layers (under `MIN_WEIGHT` weights): on the calling thread, `dx` through
 /// transposed `g` and `dx` (40 × 100 × 70) or through transposed `w` (37 × 64 × 64); split by
 /// rows of the batch, odd and even (301 × 70 × 90, 2049 × 67 × 63, 2048 × 17 × 16); and under
 /// the narrow cutoffs of batch, work and weights (31 × 64 × 64, 33 × 32 × 32, 2048 × 8 × 16).
@@ -25,6 +26,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 129, 1024),
     (200, 256, 300),
     (512, 256, 260),
+    (1030, 256, 260),
     (40, 100, 70),
     (37, 64, 64),
     (301, 70, 90),
@@ -37,8 +39,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 /// GEMMs OpenBLAS runs for one forward and backward at this shape in precision `T`.
 fn expected_gemms<T: Element>((batch, inp, out): (usize, usize, usize)) -> usize {
-    let fwd = usize::from(!xsmm::applies::<T>(Product::Forward, batch, inp * out));
-    let bwd = usize::from(!xsmm::applies::<T>(Product::Backward, batch, inp * out));
+    let fwd = usize::from(!xsmm::applies::<T>(Product::Forward, batch, (inp, out)));
+    let bwd = usize::from(!xsmm::applies::<T>(Product::Backward, batch, (inp, out)));
     fwd + 2 * bwd
 }
 
@@ -52,36 +54,51 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
     for p in [Product::Forward, Product::Backward] {
         for &(b, i, o) in &SHAPES[..5] {
             assert_eq!(
-                xsmm::applies::<f32>(p, b, i * o),
+                xsmm::applies::<f32>(p, b, (i, o)),
                 xsmm::enabled(),
                 "{b}x{i}x{o}"
             );
         }
-        assert!(!xsmm::applies::<f32>(p, 1, 1 << 20), "batch 1 goes to GEMV");
+        assert!(
+            !xsmm::applies::<f32>(p, 1, (1 << 10, 1 << 10)),
+            "batch 1 goes to GEMV"
+        );
         assert!(!xsmm::applies::<f64>(
             p,
             xsmm::max_batch::<f64>(p) + 1,
-            1 << 20
+            (1 << 10, 1 << 10)
         ));
         assert!(xsmm::max_batch::<f32>(p) >= 64 && xsmm::max_batch::<f64>(p) >= 64);
         // narrow layers: from NARROW_MIN_BATCH and NARROW_MIN_WORK, at any batch; alone or
         // split by work
         let (nb, nw) = (xsmm::NARROW_MIN_BATCH, xsmm::NARROW_MIN_WEIGHT);
         let work = xsmm::NARROW_MIN_WORK;
+        // the shapes below sit at the cutoffs: 16 × 16 weights, 32 × 64 × batch 32 of work, and
+        // just under each
+        assert_eq!((16 * 16, nb * 32 * 64), (nw, work));
+        assert!(15 * 17 < nw && nb * 23 * 89 < work && 255 * 257 < xsmm::MIN_WEIGHT);
         let on = xsmm::enabled();
-        assert!(!xsmm::applies::<f32>(p, nb - 1, xsmm::MIN_WEIGHT - 1));
-        assert!(!xsmm::applies::<f32>(p, 1 << 20, nw - 1));
-        assert_eq!(xsmm::plan::<f32>(p, nb, work / nb), on.then_some(1));
-        assert!(!xsmm::applies::<f32>(p, nb, work / nb - 1));
+        assert!(!xsmm::applies::<f32>(p, nb - 1, (255, 257)));
+        assert!(!xsmm::applies::<f32>(p, 1 << 20, (15, 17)));
+        assert_eq!(xsmm::plan::<f32>(p, nb, (32, 64)), on.then_some(1));
+        assert!(!xsmm::applies::<f32>(p, nb, (23, 89)));
         let all = rayon::current_num_threads();
-        assert_eq!(xsmm::plan::<f64>(p, 1 << 20, nw), on.then_some(all));
-        assert_eq!(xsmm::parallel::<f32>(p, 1 << 20, nw), on);
-        assert!(!xsmm::parallel::<f32>(p, nb, work / nb));
-        for &(b, i, o) in &SHAPES[7..12] {
-            assert_eq!(xsmm::applies::<f64>(p, b, i * o), on, "{b}x{i}x{o}");
+        assert_eq!(xsmm::plan::<f64>(p, 1 << 20, (16, 16)), on.then_some(all));
+        assert_eq!(xsmm::parallel::<f32>(p, 1 << 20, (16, 16)), on);
+        assert!(!xsmm::parallel::<f32>(p, nb, (32, 64)));
+        // f64 layers whose w stays in L2, at twice their larger side and beyond; not f32
+        let lb = 2 * 256;
+        assert_eq!(xsmm::applies::<f64>(p, lb, (256, 256)), on);
+        assert_eq!(xsmm::applies::<f64>(p, 1 << 20, (257, 256)), on);
+        assert!(!xsmm::applies::<f64>(p, 1 << 20, (512, 256)), "w over L2");
+        if xsmm::max_batch::<f32>(p) < lb {
+            assert!(!xsmm::applies::<f32>(p, 1 << 20, (256, 256)));
         }
-        for &(b, i, o) in &SHAPES[12..] {
-            assert!(!xsmm::applies::<f64>(p, b, i * o), "{b}x{i}x{o}");
+        for &(b, i, o) in &SHAPES[8..13] {
+            assert_eq!(xsmm::applies::<f64>(p, b, (i, o)), on, "{b}x{i}x{o}");
+        }
+        for &(b, i, o) in &SHAPES[13..] {
+            assert!(!xsmm::applies::<f64>(p, b, (i, o)), "{b}x{i}x{o}");
         }
     }
 }

@@ -134,7 +134,7 @@ fn engine_state() -> String {
     use xsmm::Product::{Backward, Forward};
     if xsmm::enabled() {
         format!(
-            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {}; narrow layers ({}+ weights) from batch {} and {} multiply-adds",
+            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {} (f64: at any batch of twice the larger side where w has {} KB or less); narrow layers ({}+ weights) from batch {} and {} multiply-adds",
             xsmm::target(),
             xsmm::MIN_BATCH,
             xsmm::MIN_WEIGHT,
@@ -142,6 +142,7 @@ fn engine_state() -> String {
             xsmm::max_batch::<f64>(Forward),
             xsmm::max_batch::<f32>(Backward),
             xsmm::max_batch::<f64>(Backward),
+            xsmm::LARGE_BATCH_MAX_BYTES / 1024,
             xsmm::NARROW_MIN_WEIGHT,
             xsmm::NARROW_MIN_BATCH,
             xsmm::NARROW_MIN_WORK,

@@ -13,9 +13,9 @@
 //!
 //! | product | row-major | libxsmm kernel (column-major) | split across threads |
 //! |---|---|---|---|
-//! | forward | `y = x·w` | `yᵀ (out×B) = wᵀ (out×in) · xᵀ (in×B)` | `out`, by column blocks of `y`; a narrow `out`: `B`, by row blocks |
-//! | weight gradient | `dw (+)= xᵀ·g` | `dwᵀ (out×in) = gᵀ (out×B) · x (B×in)`, `TRANS_B` | `in`, by row blocks of `dw` |
-//! | input gradient | `dx = g·wᵀ` | `dx (B×in) = g (B×out) · wᵀ (out×in)` | `in`, by column blocks of `dx`; as the forward product where `w` is transposed |
+//! | forward | `y = x·w` | `yᵀ (out×B) = wᵀ (out×in) · xᵀ (in×B)` | `out`, by column blocks of `y`; a narrow `out` or a large batch: `B`, by row blocks |
+//! | weight gradient | `dw (+)= xᵀ·g` | `dwᵀ (out×in) = gᵀ (out×B) · x (B×in)`, `TRANS_B` | `in`, by row blocks of `dw`; at a large batch `B`, each thread's rows summed apart, then added |
+//! | input gradient | `dx = g·wᵀ` | `dx (B×in) = g (B×out) · wᵀ (out×in)` | `in`, by column blocks of `dx`; as the forward product where `w` is transposed (narrow layers, large batches) |
 //!
 //! libxsmm 1.17 has no transposed-A kernels, so the input gradient transposes either the two
 //! `(B, ·)` matrices `g` and `dx` through a scratch buffer or, for a narrow layer whose `w` has

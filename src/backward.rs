@@ -6,7 +6,16 @@ use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
 use crate::xsmm::Product::Backward;
 use crate::{threads, xsmm};
-use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+
+/// The fewest bytes of `dw` per thread in the batch-1 outer product `dw = xᵀ·g` (1 MiB): a
+/// `dw` of twice that or more is written in blocks of rows on rayon's threads, since one core
+/// cannot saturate the memory's write bandwidth. Step/floor (`affine-bench --shape`, three
+/// alternating runs each, one thread against blocks): f64 1 × 512 × 512 (2 MiB) 0.61–0.97 against
+/// 0.43–0.45, f64 1 × 1024 × 1024 0.62–0.65 against 0.42–0.60, f32 1 × 1024 × 1024 0.28–0.31
+/// against 0.22; f32 1 × 512 × 512 (1 MiB) in two blocks measured no better (0.67–0.93 against
+/// 0.75–0.94).
+pub const OUTER_PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// Whether a kernel overwrites its output or adds to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,8 +64,10 @@ pub fn backward_into<T: Element>(
         dw.dim(),
         db.len(),
     )?;
-    // one entry into rayon's pool for the engine's parallel regions (crate::threads)
-    threads::run_if(xsmm::parallel::<T>(Backward, x.nrows(), w.dim()), || {
+    // one entry into rayon's pool for the parallel regions (crate::threads)
+    let pool = xsmm::parallel::<T>(Backward, x.nrows(), w.dim())
+        || outer_parallel::<T>(x.nrows(), w.dim(), accum);
+    threads::run_if(pool, || {
         weight_grads(x, w, grad, dx, dw, accum);
     });
     sum_rows_into(grad, db, accum, Par::Auto)
@@ -119,12 +130,42 @@ fn weight_grads<T: Element>(
     }
 }
 
-/// `dw ← xᵀ·g` for one row: `dw[i, j] = x[i]·g[j]`, every element written once.
+/// Whether the backward pass at this batch, `w: (in, out)`, writes its outer product `dw` in
+/// blocks on rayon's threads (batch 1, replacing `dw`, of at least twice
+/// [`OUTER_PARALLEL_MIN_BYTES`]).
+pub(crate) fn outer_parallel<T: Element>(
+    batch: usize,
+    (inp, out): (usize, usize),
+    accum: Accum,
+) -> bool {
+    let weights = inp * out;
+    accum == Accum::Replace
+        && batch == 1
+        && weights >= SINGLE_ROW_MIN_WEIGHT
+        && weights * std::mem::size_of::<T>() >= 2 * OUTER_PARALLEL_MIN_BYTES
+        && inp >= 2
+        && rayon::current_num_threads() > 1
+}
+
+/// `dw ← xᵀ·g` for one row: `dw[i, j] = x[i]·g[j]`, every element written once; from
+/// twice [`OUTER_PARALLEL_MIN_BYTES`], blocks of rows on rayon's threads.
 fn outer_into<T: Element>(
     x: &ArrayView1<'_, T>,
     g: &ArrayView1<'_, T>,
     dw: &mut ArrayViewMut2<'_, T>,
 ) {
+    let bytes = dw.len() * std::mem::size_of::<T>();
+    if bytes >= 2 * OUTER_PARALLEL_MIN_BYTES && dw.nrows() >= 2 && rayon::current_num_threads() > 1
+    {
+        let mid = dw.nrows() / 2;
+        let (mut top, mut bottom) = dw.view_mut().split_at(Axis(0), mid);
+        let (x_top, x_bottom) = x.view().split_at(Axis(0), mid);
+        rayon::join(
+            || outer_into(&x_top, g, &mut top),
+            || outer_into(&x_bottom, g, &mut bottom),
+        );
+        return;
+    }
     for (mut row, &xi) in dw.rows_mut().into_iter().zip(x) {
         row.zip_mut_with(g, |d, &gj| *d = xi * gj);
     }

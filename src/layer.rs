@@ -239,8 +239,9 @@ impl<T: Element> Affine<T> {
         let (x, wb) = (self.x.slice(s![..batch, ..]), self.wb.view());
         let (dx, dwb) = (self.dx.slice_mut(s![..batch, ..]), self.dwb.view_mut());
         // the same question weight_grads asks (of w, without the bias row)
-        let engine = xsmm::parallel::<T>(Backward, batch, w_dim);
-        threads::run_if(engine, || {
+        let pool = xsmm::parallel::<T>(Backward, batch, w_dim)
+            || crate::backward::outer_parallel::<T>(batch, w_dim, accum);
+        threads::run_if(pool, || {
             backward_folded_into(x, wb, grad, Some(dx), dwb, accum);
         });
         self.grad_batch = Some(batch);

@@ -4,11 +4,14 @@
 //! - **OpenBLAS's own pthreads** run every GEMM, GEMV and GER that the small-batch engine does
 //!   not take (their number: [`crate::blas::set_openblas_threads`], or `OPENBLAS_NUM_THREADS`).
 //! - **rayon's global pool** runs the small-batch engine ([`crate::xsmm`]: libxsmm kernels, one
-//!   block of each output per thread) and the bias reduction above its cutoff
-//!   ([`crate::reduce`]); its size is `RAYON_NUM_THREADS` or the number of cores.
+//!   block of each output per thread), the bias reduction above its cutoff ([`crate::reduce`])
+//!   and, at batch 1, the outer product `dw = xᵀ·grad` of a `dw` of 2 MiB or more
+//!   ([`crate::backward::OUTER_PARALLEL_MIN_BYTES`]); its size is `RAYON_NUM_THREADS` or the
+//!   number of cores.
 //!
 //! One product never uses both: the engine calls no BLAS, and OpenBLAS's GEMMs run on the calling
-//! thread and OpenBLAS's workers. The two pools do meet in a network whose layers fall on both
+//! thread and OpenBLAS's workers (a large batch-1 backward uses one after the other: OpenBLAS's
+//! GEMV for `dx`, then rayon's threads for `dw`). The two pools do meet in a network whose layers fall on both
 //! sides of the engine's cutoffs: OpenBLAS's workers keep spinning for a while after a call, and
 //! rayon's workers after theirs, each taking a core the other wants (measured in the README,
 //! "Threads").
@@ -19,7 +22,7 @@
 //! the pool the same region is a `rayon::join`: the calling thread works on one half at once.
 //! So [`Affine`](crate::Affine) enters the pool once per `forward`/`backward` where the engine
 //! splits a product across threads ([`crate::xsmm::parallel`]; a narrow layer's small products
-//! run on the calling thread and need no pool), and a training loop does best to run entirely
+//! run on the calling thread and need no pool) or the batch-1 outer product does, and a training loop does best to run entirely
 //! inside it, through [`run`]:
 //!
 //! ```

@@ -89,6 +89,20 @@ fn steady_state_allocates_nothing() {
     });
     assert_eq!(large, 0, "f64 large-batch engine steps inside the pool");
 
+    // batch 1 with a dw (2.9 MB) that the outer product writes in blocks on rayon's threads
+    let mut l = Affine::<f32>::new(1024, 700, Init::He, 3).unwrap();
+    let (x, g) = (random::<f32>(1, 1024, 4), random::<f32>(1, 700, 5));
+    let single = affine_blas::threads::run(|| {
+        steady_allocations(|| {
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+        })
+    });
+    assert_eq!(
+        single, 0,
+        "batch-1 steps with a parallel outer product inside the pool"
+    );
+
     // the layer and the optimiser: once warmed up at the largest batch, smaller batches and
     // batch 1 (96 × 700 weights: the GEMV / rank-1 path) allocate nothing; run inside rayon's
     // pool, as batch 37 takes the small-batch engine (see below for outside it)

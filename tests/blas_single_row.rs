@@ -7,6 +7,7 @@
 mod common;
 mod spy;
 
+use affine_blas::backward::OUTER_PARALLEL_MIN_BYTES;
 use affine_blas::blas::{GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};
 use affine_blas::{backward_into, forward_into, Accum};
 use common::{random, Laid, LAYOUTS};
@@ -127,6 +128,23 @@ fn batch_one_runs_as_gemv_and_an_outer_product() {
             assert_eq!(acc, want, "accumulate, x/grad {lx:?}, w/outputs {lo:?}");
         }
     }
+}
+
+#[test]
+fn large_outer_products_are_written_in_blocks_on_both_threads() {
+    // 731 × 517 f64 (3 MB): two blocks of 365 and 366 rows; 2100 × 517 (8.3 MB): 8 blocks
+    const { assert!(731 * 517 * 8 >= 2 * OUTER_PARALLEL_MIN_BYTES) };
+    const { assert!(731 * 517 * 8 < 4 * OUTER_PARALLEL_MIN_BYTES) };
+    // inside rayon's pool, where the backward runs at once on the calling thread (outside it,
+    // the backward would enter the pool, and the spy counts calls per thread)
+    affine_blas::threads::run(|| {
+        for &lo in &LAYOUTS {
+            let (_, bwd, _) = pass(1, 731, 517, common::Layout::C, lo);
+            assert_eq!(bwd, [0, 1, 0], "backward, w/outputs {lo:?}");
+        }
+        let (_, bwd, _) = pass(1, 2100, 517, common::Layout::F, common::Layout::C);
+        assert_eq!(bwd, [0, 1, 0]);
+    });
 }
 
 #[test]

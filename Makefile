@@ -6,7 +6,7 @@ CARGO ?= cargo
 OUT ?= target/affine-bench
 REPORT = $(CARGO) run --release --features report --bin affine-bench --
 
-.PHONY: setup setup-mpi run test lint bench bench-quick report-full gate dp
+.PHONY: setup setup-mpi run test lint bench bench-quick report-full gate dp peers
 
 ## Installs the system OpenBLAS and pkg-config if they are missing.
 setup:
@@ -46,6 +46,16 @@ report-full: setup
 CUR ?= $(OUT)/bench.json
 gate: setup
 	$(REPORT) gate $(BASE) $(CUR)
+
+## The step beside the Python anchors, shape by shape and round by round (about 20 minutes):
+## make peers PY=path/to/anchors/venv/bin/python [ANCHORS=path/to/bench_affine.py] [ROUNDS=2]
+ANCHORS ?= ../shared/anchors/bench_affine.py
+PY ?= python3
+ROUNDS ?= 2
+peers: setup
+	$(CARGO) build --release --features report --bin affine-bench
+	python3 scripts/peers_interleaved.py --anchors $(ANCHORS) --python $(PY) --rounds $(ROUNDS) \
+	  --out target/peers
 
 ## Data-parallel training of the example MLP over MPI: make dp RANKS=4 [ARGS="--epochs 50"]
 RANKS ?= 2

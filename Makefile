@@ -24,6 +24,8 @@ run: setup
 ## examples once.
 test: setup-mpi
 	$(CARGO) test --features report,mpi
+	# the engine's paths at every batch, whatever cutoffs this CPU gets
+	AFFINE_BLAS_XSMM_VECTORS=engine-wider $(CARGO) test --features report,mpi --test xsmm --test alloc
 	$(CARGO) run --example notebook > /dev/null
 	$(CARGO) run --example train_mlp -- --epochs 30
 

@@ -29,7 +29,8 @@
 use crate::element::Element;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// The smallest batch the engine takes: batch 1 goes to BLAS GEMV/GER instead.
 pub const MIN_BATCH: usize = 2;
@@ -74,25 +75,101 @@ pub enum Product {
 
 /// The largest batch at which the engine takes `product` in precision `T`: where it measured
 /// faster than OpenBLAS (`affine-bench --shape`, layer against its OpenBLAS floor, in = out = 256
-/// and 1024, on an AVX-512 machine). Against OpenBLAS's AVX-512 kernels its forward pass
-/// measured 0.65–0.9× OpenBLAS's time up to batch 256 (f32) and 384 (f64), its backward pass
-/// 0.85–0.9× up to batch 64 (f32) and 0.9–0.99× up to 256 (f64), and no faster above. The f32
-/// backward runs on the engine to batch 128 all the same, at 1.0–1.05× OpenBLAS's time: with
-/// both passes on one thread pool the step measured 0.80–0.98× its floor at batch 96–128
-/// (256 × 256 to 4096 × 1024 weights), against 0.95–1.10× with the engine's forward followed by
-/// OpenBLAS's backward (the two pools meeting in each step). At 256 the mixed step held
-/// (0.97–0.99×; both on the engine 1.05–1.10×). Where OpenBLAS runs narrower kernels (AVX2: a
-/// user's `OPENBLAS_CORETYPE=Haswell`, or a CPU without AVX-512) the whole step measured
-/// 0.5–0.65× OpenBLAS's up to batch 512.
-pub fn max_batch<T: Element>(product: Product) -> usize {
-    let avx512_blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core()) >= 3;
-    match (avx512_blas, product, T::NAME) {
-        (false, _, _) => 512,
-        (true, Product::Forward, "f32") => 256,
-        (true, Product::Forward, _) => 384,
-        (true, Product::Backward, "f32") => 128,
-        (true, Product::Backward, _) => 256,
+/// and 1024). That depends on whose vectors are wider ([`vectors`]).
+///
+/// - **Both AVX-512** (AMD Zen 5): the engine's forward pass measured 0.65–0.9× OpenBLAS's time
+///   up to batch 256 (f32) and 384 (f64), its backward pass 0.85–0.9× up to batch 64 (f32) and
+///   0.9–0.99× up to 256 (f64), and no faster above. The f32 backward runs on the engine to
+///   batch 128 all the same, at 1.0–1.05× OpenBLAS's time: with both passes on one thread pool
+///   the step measured 0.80–0.98× its floor at batch 96–128 (256 × 256 to 4096 × 1024 weights),
+///   against 0.95–1.10× with the engine's forward followed by OpenBLAS's backward (the two pools
+///   meeting in each step). At 256 the mixed step held (0.97–0.99×; both on the engine
+///   1.05–1.10×).
+/// - **The engine's wider** (AVX-512 against OpenBLAS's AVX2 kernels: a user's
+///   `OPENBLAS_CORETYPE=Haswell` on Zen 5): the whole step measured 0.5–0.65× OpenBLAS's up to
+///   batch 512.
+/// - **Both AVX2** (AMD Zen 1, OpenBLAS's `Zen` kernels, libxsmm's `hsw`): with a `w` of more
+///   than [`SAME_VECTORS_SMALL_W_BYTES`] (f64 512 × 512, f32 and f64 1024 × 1024) the forward
+///   pass measured 0.67× OpenBLAS's time at batch 8 (f32; f64 1.04) but 1.2× at batch 16–32
+///   (1.5–1.9× at 128–256), the backward pass 0.42–0.91× up to batch 64 and 1.1–1.3× at 128:
+///   so the forward to 8, the backward to 64 (step against the old cutoff of 512, layer/floor
+///   in alternating runs: f32 and f64 16–64 × 1024 × 1024 0.58–0.95 against 0.65–1.17, 128
+///   0.98–1.01 against 1.07–1.29, 512 1.00–1.06 against 1.76–2.56). With a smaller `w` (256 ×
+///   256, f32 512 × 512) the forward measured 0.46–0.94× up to batch 256 and the backward
+///   0.48–0.97× up to 128 in f64 (256 × 256 at 256: 1.14) and 0.90× at 256 in f32 (step with
+///   both passes on the engine 0.80–0.82, with OpenBLAS's backward 0.94–0.97): the forward to
+///   256, the backward to 256 (f32) and 128 (f64).
+///
+/// `w` is the weight's shape, `(in, out)`.
+pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> usize {
+    let small_w = rows
+        .saturating_mul(cols)
+        .saturating_mul(std::mem::size_of::<T>())
+        <= SAME_VECTORS_SMALL_W_BYTES;
+    match (vectors(), product, T::NAME) {
+        (Vectors::EngineWider, _, _) => 512,
+        (Vectors::BothAvx512, Product::Forward, "f32") => 256,
+        (Vectors::BothAvx512, Product::Forward, _) => 384,
+        (Vectors::BothAvx512, Product::Backward, "f32") => 128,
+        (Vectors::BothAvx512, Product::Backward, _) => 256,
+        (Vectors::Same, Product::Forward, _) if small_w => 256,
+        (Vectors::Same, Product::Backward, "f32") if small_w => 256,
+        (Vectors::Same, Product::Backward, _) if small_w => 128,
+        (Vectors::Same, Product::Forward, _) => 8,
+        (Vectors::Same, Product::Backward, _) => 64,
     }
+}
+
+/// Where both run the [`Vectors::Same`] vectors, the largest `w` (bytes) that the engine takes
+/// to the higher batch cutoffs of [`max_batch`] (1.25 MiB: f32 512 × 512 with the bias row
+/// folded in, not f64 512 × 512).
+pub const SAME_VECTORS_SMALL_W_BYTES: usize = 5 << 18;
+
+/// How the engine's vectors compare with those of the kernels OpenBLAS runs, which sets the
+/// engine's batch cutoffs ([`max_batch`], [`large_batch_regime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vectors {
+    /// libxsmm generates wider vectors than OpenBLAS's kernels use.
+    EngineWider,
+    /// Both run AVX-512 (where the engine's cutoffs were first measured).
+    BothAvx512,
+    /// Both run the same vectors below AVX-512 (AVX2), or OpenBLAS's are wider.
+    Same,
+}
+
+/// Whose vectors are wider, libxsmm's or those of the kernels OpenBLAS runs; the environment
+/// variable `AFFINE_BLAS_XSMM_VECTORS` (`engine-wider`, `avx512` or `same`, read at first use)
+/// sets the answer instead, for comparisons and for tests of the engine's paths at every batch.
+pub fn vectors() -> Vectors {
+    static FORCED: OnceLock<Option<Vectors>> = OnceLock::new();
+    let forced =
+        FORCED.get_or_init(
+            || match std::env::var("AFFINE_BLAS_XSMM_VECTORS").as_deref() {
+                Ok("engine-wider") => Some(Vectors::EngineWider),
+                Ok("avx512") => Some(Vectors::BothAvx512),
+                Ok("same") => Some(Vectors::Same),
+                _ => None,
+            },
+        );
+    if let Some(v) = forced {
+        return *v;
+    }
+    let blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core());
+    let engine = if engine_avx512() { 3 } else { 2 };
+    if engine > blas {
+        Vectors::EngineWider
+    } else if engine == 3 {
+        Vectors::BothAvx512
+    } else {
+        Vectors::Same
+    }
+}
+
+/// Whether the `f64` large-batch regime ([`LARGE_BATCH_MAX_BYTES`]) applies: in `f64`, unless
+/// both run the [`Vectors::Same`] vectors. Both on AVX2 (AMD Zen 1, 512 KB of L2), f64 512 and
+/// 2048 × 256 × 256 measured 1.02× and 1.33× OpenBLAS's step.
+pub fn large_batch_regime<T: Element>() -> bool {
+    T::NAME == "f64" && vectors() != Vectors::Same
 }
 
 /// Rows of a `w` tile along the split dimension, in bytes (128 `f32`, 64 `f64`).
@@ -134,6 +211,8 @@ mod ffi {
 
     /// `LIBXSMM_X86_AVX2`: the oldest target whose JIT kernels beat OpenBLAS here.
     pub const X86_AVX2: c_int = 1006;
+    /// `LIBXSMM_X86_AVX512`: the first of libxsmm's AVX-512 targets (1007 and above).
+    pub const X86_AVX512: c_int = 1007;
     pub const FLAG_TRANS_B: c_int = 2;
     pub const PREFETCH_NONE: c_int = 0;
 
@@ -228,6 +307,13 @@ const OFF: u8 = 2;
 const MISSING: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Whether libxsmm's target has AVX-512, recorded by the probe.
+static AVX512: AtomicBool = AtomicBool::new(false);
+
+/// Whether libxsmm generates AVX-512 code on this CPU (false where it is not [`available`]).
+fn engine_avx512() -> bool {
+    available() && AVX512.load(Ordering::Relaxed)
+}
 
 /// Whether libxsmm was linked and makes JIT kernels on this CPU (AVX2 or wider).
 pub fn available() -> bool {
@@ -291,6 +377,7 @@ fn probe() -> bool {
         ffi::libxsmm_init();
         ffi::libxsmm_get_target_archid()
     };
+    AVX512.store(arch >= ffi::X86_AVX512, Ordering::Relaxed);
     arch >= ffi::X86_AVX2
 }
 
@@ -320,9 +407,10 @@ pub fn plan<T: Element>(
     let weights = rows.saturating_mul(cols);
     let takes = if weights >= MIN_WEIGHT {
         let bytes = weights.saturating_mul(std::mem::size_of::<T>());
-        let large =
-            T::NAME == "f64" && bytes <= LARGE_BATCH_MAX_BYTES && large_batch(batch, rows, cols);
-        (MIN_BATCH..=max_batch::<T>(product)).contains(&batch) || large
+        let large = large_batch_regime::<T>()
+            && bytes <= LARGE_BATCH_MAX_BYTES
+            && large_batch(batch, rows, cols);
+        (MIN_BATCH..=max_batch::<T>(product, (rows, cols))).contains(&batch) || large
     } else {
         weights >= NARROW_MIN_WEIGHT
             && batch >= NARROW_MIN_BATCH

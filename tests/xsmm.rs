@@ -55,9 +55,28 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
         for &(b, i, o) in &SHAPES[..5] {
             assert_eq!(
                 xsmm::applies::<f32>(p, b, (i, o)),
-                xsmm::enabled(),
+                xsmm::enabled() && b <= xsmm::max_batch::<f32>(p, (i, o)),
                 "{b}x{i}x{o}"
             );
+        }
+        // the cutoffs follow whose vectors are wider, and where both are the same, w's size
+        let cut = |w| {
+            (
+                xsmm::max_batch::<f32>(Product::Forward, w),
+                xsmm::max_batch::<f32>(Product::Backward, w),
+            )
+        };
+        let (big, small) = (cut((1024, 1024)), cut((513, 512)));
+        assert!(513 * 512 * 4 <= xsmm::SAME_VECTORS_SMALL_W_BYTES);
+        assert!(640 * 512 * 4 == xsmm::SAME_VECTORS_SMALL_W_BYTES);
+        match xsmm::vectors() {
+            xsmm::Vectors::EngineWider => assert_eq!((big, small), ((512, 512), (512, 512))),
+            xsmm::Vectors::BothAvx512 => assert_eq!((big, small), ((256, 128), (256, 128))),
+            xsmm::Vectors::Same => {
+                assert_eq!((big, small), ((8, 64), (256, 256)));
+                assert_eq!(cut((640, 513)), (8, 64));
+                assert_eq!(xsmm::max_batch::<f64>(Product::Backward, (256, 256)), 128);
+            }
         }
         assert!(
             !xsmm::applies::<f32>(p, 1, (1 << 10, 1 << 10)),
@@ -65,10 +84,11 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
         );
         assert!(!xsmm::applies::<f64>(
             p,
-            xsmm::max_batch::<f64>(p) + 1,
+            xsmm::max_batch::<f64>(p, (1 << 10, 1 << 10)) + 1,
             (1 << 10, 1 << 10)
         ));
-        assert!(xsmm::max_batch::<f32>(p) >= 64 && xsmm::max_batch::<f64>(p) >= 64);
+        let w = (1 << 10, 1 << 10);
+        assert!(xsmm::max_batch::<f32>(p, w) >= 8 && xsmm::max_batch::<f64>(p, w) >= 8);
         // narrow layers: from NARROW_MIN_BATCH and NARROW_MIN_WORK, at any batch; alone or
         // split by work
         let (nb, nw) = (xsmm::NARROW_MIN_BATCH, xsmm::NARROW_MIN_WEIGHT);
@@ -86,12 +106,15 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
         assert_eq!(xsmm::plan::<f64>(p, 1 << 20, (16, 16)), on.then_some(all));
         assert_eq!(xsmm::parallel::<f32>(p, 1 << 20, (16, 16)), on);
         assert!(!xsmm::parallel::<f32>(p, nb, (32, 64)));
-        // f64 layers whose w stays in L2, at twice their larger side and beyond; not f32
+        // f64 layers whose w stays in L2, at twice their larger side and beyond, with AVX-512
+        // kernels; not f32
         let lb = 2 * 256;
-        assert_eq!(xsmm::applies::<f64>(p, lb, (256, 256)), on);
-        assert_eq!(xsmm::applies::<f64>(p, 1 << 20, (257, 256)), on);
+        let large = on && xsmm::large_batch_regime::<f64>();
+        assert!(!xsmm::large_batch_regime::<f32>());
+        assert_eq!(xsmm::applies::<f64>(p, lb, (256, 256)), large);
+        assert_eq!(xsmm::applies::<f64>(p, 1 << 20, (257, 256)), large);
         assert!(!xsmm::applies::<f64>(p, 1 << 20, (512, 256)), "w over L2");
-        if xsmm::max_batch::<f32>(p) < lb {
+        if xsmm::max_batch::<f32>(p, (256, 256)) < lb {
             assert!(!xsmm::applies::<f32>(p, 1 << 20, (256, 256)));
         }
         for &(b, i, o) in &SHAPES[8..13] {

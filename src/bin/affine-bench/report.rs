@@ -134,15 +134,27 @@ fn engine_state() -> String {
     use xsmm::Product::{Backward, Forward};
     if xsmm::enabled() {
         format!(
-            "libxsmm ({}) from batch {} and {} weights, forward to batch {} (f32) / {} (f64), backward to {} / {} (f64: at any batch of twice the larger side where w has {} KB or less); narrow layers ({}+ weights) from batch {} and {} multiply-adds",
+            "libxsmm ({}, vectors against OpenBLAS's: {:?}) from batch {} and {} weights, at 1024 x 1024 forward to batch {} (f32) / {} (f64), backward to {} / {}, at 256 x 256 {} / {}, {} / {}{}; narrow layers ({}+ weights) from batch {} and {} multiply-adds",
             xsmm::target(),
+            xsmm::vectors(),
             xsmm::MIN_BATCH,
             xsmm::MIN_WEIGHT,
-            xsmm::max_batch::<f32>(Forward),
-            xsmm::max_batch::<f64>(Forward),
-            xsmm::max_batch::<f32>(Backward),
-            xsmm::max_batch::<f64>(Backward),
-            xsmm::LARGE_BATCH_MAX_BYTES / 1024,
+            xsmm::max_batch::<f32>(Forward, (1024, 1024)),
+            xsmm::max_batch::<f64>(Forward, (1024, 1024)),
+            xsmm::max_batch::<f32>(Backward, (1024, 1024)),
+            xsmm::max_batch::<f64>(Backward, (1024, 1024)),
+            xsmm::max_batch::<f32>(Forward, (256, 256)),
+            xsmm::max_batch::<f64>(Forward, (256, 256)),
+            xsmm::max_batch::<f32>(Backward, (256, 256)),
+            xsmm::max_batch::<f64>(Backward, (256, 256)),
+            if xsmm::large_batch_regime::<f64>() {
+                format!(
+                    " (f64: at any batch of twice the larger side where w has {} KB or less)",
+                    xsmm::LARGE_BATCH_MAX_BYTES / 1024
+                )
+            } else {
+                String::new()
+            },
             xsmm::NARROW_MIN_WEIGHT,
             xsmm::NARROW_MIN_BATCH,
             xsmm::NARROW_MIN_WORK,

@@ -88,42 +88,46 @@ pub enum Product {
 /// - **The engine's wider** (AVX-512 against OpenBLAS's AVX2 kernels: a user's
 ///   `OPENBLAS_CORETYPE=Haswell` on Zen 5): the whole step measured 0.5–0.65× OpenBLAS's up to
 ///   batch 512.
-/// - **Both AVX2** (AMD Zen 1, OpenBLAS's `Zen` kernels, libxsmm's `hsw`): with a `w` of more
-///   than [`SAME_VECTORS_SMALL_W_BYTES`] (f64 512 × 512, f32 and f64 1024 × 1024) the forward
-///   pass measured 0.67× OpenBLAS's time at batch 8 (f32; f64 1.04) but 1.2× at batch 16–32
-///   (1.5–1.9× at 128–256), the backward pass 0.42–0.91× up to batch 64 and 1.1–1.3× at 128:
-///   so the forward to 8, the backward to 64 (step against the old cutoff of 512, layer/floor
-///   in alternating runs: f32 and f64 16–64 × 1024 × 1024 0.58–0.95 against 0.65–1.17, 128
-///   0.98–1.01 against 1.07–1.29, 512 1.00–1.06 against 1.76–2.56). With a smaller `w` (256 ×
-///   256, f32 512 × 512) the forward measured 0.46–0.94× up to batch 256 and the backward
-///   0.48–0.97× up to 128 in f64 (256 × 256 at 256: 1.14) and 0.90× at 256 in f32 (step with
-///   both passes on the engine 0.80–0.82, with OpenBLAS's backward 0.94–0.97): the forward to
-///   256, the backward to 256 (f32) and 128 (f64).
+/// - **Both AVX2** (AMD Zen 1, OpenBLAS's `Zen` kernels, libxsmm's `hsw`), by the size of `w`:
+///   - more than [`SAME_VECTORS_MID_W_BYTES`] (f64 512 × 512, f32 and f64 1024 × 1024): the
+///     forward pass measured 0.67× OpenBLAS's time at batch 8 (f32; f64 1.04) but 1.2× at batch
+///     16–32 (1.5–1.9× at 128–256), the backward pass 0.42–0.91× up to batch 64 and 1.1–1.3× at
+///     128: so the forward to 8, the backward to 64 (step against the cutoff of 512 it had
+///     before, layer/floor in alternating runs: f32 and f64 16–64 × 1024 × 1024 0.58–0.95
+///     against 0.65–1.17, 128 0.98–1.01 against 1.07–1.29, 512 1.00–1.06 against 1.76–2.56);
+///   - up to that (f32 512 × 512, f64 256 × 256): the forward 0.46–0.94× up to batch 256, the
+///     backward 0.48–0.97× up to 128 (f64 256 × 256 at 256: 1.14; f32 512 × 512 at 512 1.16–1.27,
+///     its step 1.10–1.19× the floor): the forward to 256, the backward to 128;
+///   - up to [`SAME_VECTORS_SMALL_W_BYTES`] (f32 256 × 256, with room in Zen 1's 512 KB L2): the
+///     step 0.82–0.88× its floor at f32 512 × 256 × 256 (both passes on the engine), against
+///     1.01–1.02 on OpenBLAS: both passes to 512.
 ///
 /// `w` is the weight's shape, `(in, out)`.
 pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> usize {
-    let small_w = rows
+    let bytes = rows
         .saturating_mul(cols)
-        .saturating_mul(std::mem::size_of::<T>())
-        <= SAME_VECTORS_SMALL_W_BYTES;
+        .saturating_mul(std::mem::size_of::<T>());
     match (vectors(), product, T::NAME) {
         (Vectors::EngineWider, _, _) => 512,
         (Vectors::BothAvx512, Product::Forward, "f32") => 256,
         (Vectors::BothAvx512, Product::Forward, _) => 384,
         (Vectors::BothAvx512, Product::Backward, "f32") => 128,
         (Vectors::BothAvx512, Product::Backward, _) => 256,
-        (Vectors::Same, Product::Forward, _) if small_w => 256,
-        (Vectors::Same, Product::Backward, "f32") if small_w => 256,
-        (Vectors::Same, Product::Backward, _) if small_w => 128,
+        (Vectors::Same, _, _) if bytes <= SAME_VECTORS_SMALL_W_BYTES => 512,
+        (Vectors::Same, Product::Forward, _) if bytes <= SAME_VECTORS_MID_W_BYTES => 256,
+        (Vectors::Same, Product::Backward, _) if bytes <= SAME_VECTORS_MID_W_BYTES => 128,
         (Vectors::Same, Product::Forward, _) => 8,
         (Vectors::Same, Product::Backward, _) => 64,
     }
 }
 
 /// Where both run the [`Vectors::Same`] vectors, the largest `w` (bytes) that the engine takes
-/// to the higher batch cutoffs of [`max_batch`] (1.25 MiB: f32 512 × 512 with the bias row
-/// folded in, not f64 512 × 512).
-pub const SAME_VECTORS_SMALL_W_BYTES: usize = 5 << 18;
+/// to batch 512 in [`max_batch`] (384 KB: f32 256 × 256 with the bias row folded in, not f64).
+pub const SAME_VECTORS_SMALL_W_BYTES: usize = 3 << 17;
+/// Where both run the [`Vectors::Same`] vectors, the largest `w` (bytes) that the engine takes
+/// to batch 256 (forward) and 128 (backward) in [`max_batch`] (1.25 MiB: f32 512 × 512 with the
+/// bias row folded in, not f64 512 × 512).
+pub const SAME_VECTORS_MID_W_BYTES: usize = 5 << 18;
 
 /// How the engine's vectors compare with those of the kernels OpenBLAS runs, which sets the
 /// engine's batch cutoffs ([`max_batch`], [`large_batch_regime`]).

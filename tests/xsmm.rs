@@ -66,29 +66,29 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
                 xsmm::max_batch::<f32>(Product::Backward, w),
             )
         };
-        let (big, small) = (cut((1024, 1024)), cut((513, 512)));
-        assert!(513 * 512 * 4 <= xsmm::SAME_VECTORS_SMALL_W_BYTES);
-        assert!(640 * 512 * 4 == xsmm::SAME_VECTORS_SMALL_W_BYTES);
+        let (big, mid, small) = (cut((1024, 1024)), cut((513, 512)), cut((257, 256)));
+        assert!(513 * 512 * 4 <= xsmm::SAME_VECTORS_MID_W_BYTES);
+        assert_eq!(640 * 512 * 4, xsmm::SAME_VECTORS_MID_W_BYTES);
+        assert!(257 * 256 * 4 <= xsmm::SAME_VECTORS_SMALL_W_BYTES);
+        assert_eq!(384 * 256 * 4, xsmm::SAME_VECTORS_SMALL_W_BYTES);
         match xsmm::vectors() {
-            xsmm::Vectors::EngineWider => assert_eq!((big, small), ((512, 512), (512, 512))),
-            xsmm::Vectors::BothAvx512 => assert_eq!((big, small), ((256, 128), (256, 128))),
+            xsmm::Vectors::EngineWider => {
+                assert_eq!((big, mid, small), ((512, 512), (512, 512), (512, 512)))
+            }
+            xsmm::Vectors::BothAvx512 => {
+                assert_eq!((big, mid, small), ((256, 128), (256, 128), (256, 128)))
+            }
             xsmm::Vectors::Same => {
-                assert_eq!((big, small), ((8, 64), (256, 256)));
+                assert_eq!((big, mid, small), ((8, 64), (256, 128), (512, 512)));
                 assert_eq!(cut((640, 513)), (8, 64));
-                assert_eq!(xsmm::max_batch::<f64>(Product::Backward, (256, 256)), 128);
+                assert_eq!(cut((384, 257)), (256, 128));
+                assert_eq!(
+                    xsmm::max_batch::<f64>(Product::Backward, (257, 256)),
+                    128,
+                    "f64 256 x 256 is 512 KB"
+                );
             }
         }
-        assert!(
-            !xsmm::applies::<f32>(p, 1, (1 << 10, 1 << 10)),
-            "batch 1 goes to GEMV"
-        );
-        assert!(!xsmm::applies::<f64>(
-            p,
-            xsmm::max_batch::<f64>(p, (1 << 10, 1 << 10)) + 1,
-            (1 << 10, 1 << 10)
-        ));
-        let w = (1 << 10, 1 << 10);
-        assert!(xsmm::max_batch::<f32>(p, w) >= 8 && xsmm::max_batch::<f64>(p, w) >= 8);
         // narrow layers: from NARROW_MIN_BATCH and NARROW_MIN_WORK, at any batch; alone or
         // split by work
         let (nb, nw) = (xsmm::NARROW_MIN_BATCH, xsmm::NARROW_MIN_WEIGHT);

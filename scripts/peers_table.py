@@ -2,15 +2,18 @@
 """The README's performance table: affine-bench's step rows beside the best full layer of the
 Python anchors (../shared/anchors/bench_affine.py) on the same shapes.
 
-usage: scripts/peers_table.py AFFINE_RESULTS.csv ANCHORS_RESULTS.json [BEFORE_RESULTS.csv]
+usage: scripts/peers_table.py AFFINE_RESULTS.csv PEERS [BEFORE_RESULTS.csv]
 
-AFFINE_RESULTS.csv is the results.csv of `affine-bench` (make run); ANCHORS_RESULTS.json the
---json output of bench_affine.py. A peer's full layer is any of its forward+backward variants
+AFFINE_RESULTS.csv is the results.csv of `affine-bench` (make run). PEERS is either the --json
+output of bench_affine.py (the ratio is then this sweep's step over that run's best peer) or the
+rounds.csv of scripts/peers_interleaved.py (make peers): the ratio is then the median over its
+rounds, each taken within half a minute of its peer, with the range beside it. A peer's full layer is any of its forward+backward variants
 (numpy, PyTorch autograd, PyTorch addmm/mm, jax value_and_grad), never the bare GEMM floor.
 BEFORE_RESULTS.csv, if given, adds the layer/floor ratio of another run (e.g. the engine off).
 """
 import csv
 import json
+import statistics
 import sys
 
 STEPS = {
@@ -39,6 +42,8 @@ def steps(path):
 def main():
     ours = steps(sys.argv[1])
     before = steps(sys.argv[3]) if len(sys.argv) > 3 else {}
+    if sys.argv[2].endswith(".csv"):
+        return interleaved(ours, before, sys.argv[2])
     anchors = json.load(open(sys.argv[2]))
     best = {}
     for fw in anchors["frameworks"].values():
@@ -80,6 +85,50 @@ def main():
         ahead = sum(1 for r, _ in ratios if r <= 0.95)
         print(f"\n{ahead} of {len(ratios)} shapes at or under 0.95× the best peer; "
               f"worst {max(ratios)[0]:.2f} ({max(ratios)[1]}), best {min(ratios)[0]:.2f}",
+              file=sys.stderr)
+
+
+def interleaved(ours, before, path):
+    rounds = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            b, i, o = (int(v) for v in r["shape"].split("x"))
+            rounds.setdefault((r["dtype"], b, i, o), []).append(r)
+    head = "| dtype | B×I×O | step | GFLOP/s | % of FMA peak | layer / OpenBLAS GEMMs |"
+    rule = "|---|---|---:|---:|---:|---:|"
+    if before:
+        head += " same, engine off |"
+        rule += "---:|"
+    head += " best peer (who) | affine-blas / best peer | range |"
+    rule += "---:|---:|---:|"
+    print(head)
+    print(rule)
+    ratios = []
+    for key, r in ours.items():
+        dtype, b, i, o = key
+        ns = float(r["layer_median_ns"])
+        row = (
+            f"| {dtype} | {b}×{i}×{o} | {fmt_time(ns)} | {float(r['layer_gflops']):.1f} "
+            f"| {float(r['pct_peak']):.1f} | {float(r['layer_over_floor']):.3f} |"
+        )
+        if before:
+            row += f" {float(before[key]['layer_over_floor']):.3f} |" if key in before else " |"
+        rs = rounds.get(key, [])
+        if rs:
+            peer = statistics.median(float(x["peer_s"]) for x in rs)
+            whos = ", ".join(sorted({x["peer"] for x in rs}))
+            rr = [float(x["ratio"]) for x in rs]
+            ratio = statistics.median(rr)
+            ratios.append((ratio, key))
+            row += f" {fmt_time(peer * 1e9)} ({whos}) | {ratio:.2f} | {min(rr):.2f}–{max(rr):.2f} |"
+        else:
+            row += " | | |"
+        print(row)
+    if ratios:
+        ahead = sum(1 for r, _ in ratios if r <= 0.95)
+        under1 = sum(1 for r, _ in ratios if r < 1.0)
+        print(f"\n{ahead} of {len(ratios)} shapes at or under 0.95× the best peer, {under1} under "
+              f"1.0×; worst {max(ratios)[0]:.2f} ({max(ratios)[1]}), best {min(ratios)[0]:.2f}",
               file=sys.stderr)
 
 

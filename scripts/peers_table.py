@@ -39,14 +39,10 @@ def steps(path):
         }
 
 
-def main():
-    ours = steps(sys.argv[1])
-    before = steps(sys.argv[3]) if len(sys.argv) > 3 else {}
-    if sys.argv[2].endswith(".csv"):
-        return interleaved(ours, before, sys.argv[2])
-    anchors = json.load(open(sys.argv[2]))
+def anchors_peers(path):
+    """Per shape: this sweep's step over the anchors run's best peer (no range)."""
     best = {}
-    for fw in anchors["frameworks"].values():
+    for fw in json.load(open(path))["frameworks"].values():
         for r in fw.get("results", []):
             who = STEPS.get(r["variant"])
             if who is None:
@@ -54,55 +50,50 @@ def main():
             key = ({"float32": "f32", "float64": "f64"}[r["dtype"]], r["B"], r["I"], r["O"])
             if key not in best or r["median_s"] < best[key][0]:
                 best[key] = (r["median_s"], who)
-    head = "| dtype | B×I×O | step | GFLOP/s | % of FMA peak | layer / OpenBLAS GEMMs |"
-    rule = "|---|---|---:|---:|---:|---:|"
-    if before:
-        head += " same, engine off |"
-        rule += "---:|"
-    head += " best peer (who) | affine-blas / best peer |"
-    rule += "---:|---:|"
-    print(head)
-    print(rule)
-    ratios = []
-    for key, r in ours.items():
-        dtype, b, i, o = key
-        ns = float(r["layer_median_ns"])
-        row = (
-            f"| {dtype} | {b}×{i}×{o} | {fmt_time(ns)} | {float(r['layer_gflops']):.1f} "
-            f"| {float(r['pct_peak']):.1f} | {float(r['layer_over_floor']):.3f} |"
-        )
-        if before:
-            row += f" {float(before[key]['layer_over_floor']):.3f} |" if key in before else " |"
-        if key in best:
-            s, who = best[key]
-            ratio = ns * 1e-9 / s
-            ratios.append((ratio, key))
-            row += f" {fmt_time(s * 1e9)} ({who}) | {ratio:.2f} |"
-        else:
-            row += " | |"
-        print(row)
-    if ratios:
-        ahead = sum(1 for r, _ in ratios if r <= 0.95)
-        print(f"\n{ahead} of {len(ratios)} shapes at or under 0.95× the best peer; "
-              f"worst {max(ratios)[0]:.2f} ({max(ratios)[1]}), best {min(ratios)[0]:.2f}",
-              file=sys.stderr)
+
+    def cells(key, layer_s):
+        if key not in best:
+            return None
+        s, who = best[key]
+        return layer_s / s, f" {fmt_time(s * 1e9)} ({who}) | {layer_s / s:.2f} |"
+
+    return " best peer (who) | affine-blas / best peer |", "---:|---:|", cells
 
 
-def interleaved(ours, before, path):
+def rounds_peers(path):
+    """Per shape: the median and range of make peers' rounds, each taken beside its peer."""
     rounds = {}
     with open(path) as f:
         for r in csv.DictReader(f):
             b, i, o = (int(v) for v in r["shape"].split("x"))
             rounds.setdefault((r["dtype"], b, i, o), []).append(r)
+
+    def cells(key, _layer_s):
+        rs = rounds.get(key)
+        if not rs:
+            return None
+        peer = statistics.median(float(x["peer_s"]) for x in rs)
+        whos = ", ".join(sorted({x["peer"] for x in rs}))
+        rr = [float(x["ratio"]) for x in rs]
+        ratio = statistics.median(rr)
+        return ratio, f" {fmt_time(peer * 1e9)} ({whos}) | {ratio:.2f} | {min(rr):.2f}–{max(rr):.2f} |"
+
+    return " best peer (who) | affine-blas / best peer | range |", "---:|---:|---:|", cells
+
+
+def main():
+    ours = steps(sys.argv[1])
+    before = steps(sys.argv[3]) if len(sys.argv) > 3 else {}
+    peer_head, peer_rule, peer_cells = (
+        rounds_peers(sys.argv[2]) if sys.argv[2].endswith(".csv") else anchors_peers(sys.argv[2])
+    )
     head = "| dtype | B×I×O | step | GFLOP/s | % of FMA peak | layer / OpenBLAS GEMMs |"
     rule = "|---|---|---:|---:|---:|---:|"
     if before:
         head += " same, engine off |"
         rule += "---:|"
-    head += " best peer (who) | affine-blas / best peer | range |"
-    rule += "---:|---:|---:|"
-    print(head)
-    print(rule)
+    print(head + peer_head)
+    print(rule + peer_rule)
     ratios = []
     for key, r in ours.items():
         dtype, b, i, o = key
@@ -113,16 +104,12 @@ def interleaved(ours, before, path):
         )
         if before:
             row += f" {float(before[key]['layer_over_floor']):.3f} |" if key in before else " |"
-        rs = rounds.get(key, [])
-        if rs:
-            peer = statistics.median(float(x["peer_s"]) for x in rs)
-            whos = ", ".join(sorted({x["peer"] for x in rs}))
-            rr = [float(x["ratio"]) for x in rs]
-            ratio = statistics.median(rr)
-            ratios.append((ratio, key))
-            row += f" {fmt_time(peer * 1e9)} ({whos}) | {ratio:.2f} | {min(rr):.2f}–{max(rr):.2f} |"
+        got = peer_cells(key, ns * 1e-9)
+        if got:
+            ratios.append((got[0], key))
+            row += got[1]
         else:
-            row += " | | |"
+            row += " |" * peer_head.count("|")
         print(row)
     if ratios:
         ahead = sum(1 for r, _ in ratios if r <= 0.95)

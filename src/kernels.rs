@@ -150,7 +150,7 @@ fn cpu_core() -> Option<&'static str> {
 /// The widest vector extension an OpenBLAS x86 core's kernels use: 3 AVX-512, 2 AVX2 + FMA,
 /// 1 AVX, 0 SSE or unknown.
 pub(crate) fn isa_rank(core: &str) -> u8 {
-    // on every layer call (the small-batch engine's cutoffs): compares without allocating
+    // compares without allocating
     const RANKS: &[(&str, u8)] = &[
         ("skylakex", 3),
         ("cooperlake", 3),

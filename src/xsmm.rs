@@ -145,28 +145,25 @@ pub enum Vectors {
 /// variable `AFFINE_BLAS_XSMM_VECTORS` (`engine-wider`, `avx512` or `same`, read at first use)
 /// sets the answer instead, for comparisons and for tests of the engine's paths at every batch.
 pub fn vectors() -> Vectors {
-    static FORCED: OnceLock<Option<Vectors>> = OnceLock::new();
-    let forced =
-        FORCED.get_or_init(
-            || match std::env::var("AFFINE_BLAS_XSMM_VECTORS").as_deref() {
-                Ok("engine-wider") => Some(Vectors::EngineWider),
-                Ok("avx512") => Some(Vectors::BothAvx512),
-                Ok("same") => Some(Vectors::Same),
-                _ => None,
-            },
-        );
-    if let Some(v) = forced {
-        return *v;
-    }
-    let blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core());
-    let engine = if engine_avx512() { 3 } else { 2 };
-    if engine > blas {
-        Vectors::EngineWider
-    } else if engine == 3 {
-        Vectors::BothAvx512
-    } else {
-        Vectors::Same
-    }
+    // asked on every layer call; neither side's kernels change once chosen
+    static VECTORS: OnceLock<Vectors> = OnceLock::new();
+    *VECTORS.get_or_init(|| {
+        match std::env::var("AFFINE_BLAS_XSMM_VECTORS").as_deref() {
+            Ok("engine-wider") => return Vectors::EngineWider,
+            Ok("avx512") => return Vectors::BothAvx512,
+            Ok("same") => return Vectors::Same,
+            _ => {}
+        }
+        let blas = crate::kernels::isa_rank(crate::blas::ensure_best_kernels().core());
+        let engine = if engine_avx512() { 3 } else { 2 };
+        if engine > blas {
+            Vectors::EngineWider
+        } else if engine == 3 {
+            Vectors::BothAvx512
+        } else {
+            Vectors::Same
+        }
+    })
 }
 
 /// Whether the `f64` large-batch regime ([`LARGE_BATCH_MAX_BYTES`]) applies: in `f64`, unless

@@ -88,6 +88,17 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
                 );
             }
         }
+        assert!(
+            !xsmm::applies::<f32>(p, 1, (1 << 10, 1 << 10)),
+            "batch 1 goes to GEMV"
+        );
+        assert!(!xsmm::applies::<f64>(
+            p,
+            xsmm::max_batch::<f64>(p, (1 << 10, 1 << 10)) + 1,
+            (1 << 10, 1 << 10)
+        ));
+        let w = (1 << 10, 1 << 10);
+        assert!(xsmm::max_batch::<f32>(p, w) >= 8 && xsmm::max_batch::<f64>(p, w) >= 8);
         // narrow layers: from NARROW_MIN_BATCH and NARROW_MIN_WORK, at any batch; alone or
         // split by work
         let (nb, nw) = (xsmm::NARROW_MIN_BATCH, xsmm::NARROW_MIN_WEIGHT);

@@ -14,6 +14,7 @@ use ndarray::{
     Array2, ArrayBase, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Ix2, RawData,
 };
 use std::os::raw::c_int;
+use std::sync::OnceLock;
 
 pub use crate::kernels::{ensure_best_kernels, KernelChoice};
 
@@ -27,14 +28,65 @@ pub enum BlasOrder {
 }
 
 /// From how many weight elements (`in · out`) a batch-1 backward pass uses GEMV for `dx` and an
-/// outer product (or BLAS ger) for `dw` instead of GEMMs. Measured with `affine-bench --shape
-/// 1xIxO`: at 256 × 256 (this cutoff) the backward takes 0.77× the GEMMs' time, at 64 × 64 GEMM
-/// is as fast.
+/// outer product (or BLAS ger) for `dw` instead of GEMMs, where OpenBLAS's one-row GEMM is
+/// [`OneRowGemm::Small`]. Measured with `affine-bench --shape 1xIxO` (AMD Zen 5, `Cooperlake`
+/// kernels): at 256 × 256 (this cutoff) the backward takes 0.77× the GEMMs' time, at 64 × 64
+/// GEMM is as fast. Elsewhere every batch-1 backward leaves GEMM ([`single_row_min_weight`]).
 pub const SINGLE_ROW_MIN_WEIGHT: usize = 1 << 16;
 
-/// From how many weight elements a batch-1 forward pass is a GEMV instead of a one-row GEMM:
-/// at 256 × 256 the GEMV measured 1.03–1.3× slower than the GEMM, at 512 × 512 0.5–0.8×.
+/// From how many weight elements a batch-1 forward pass is a GEMV instead of a one-row GEMM,
+/// where OpenBLAS's one-row GEMM is [`OneRowGemm::Small`]: at 256 × 256 the GEMV measured
+/// 1.03–1.3× slower than the GEMM, at 512 × 512 0.5–0.8× (AMD Zen 5). Elsewhere every batch-1
+/// forward is a GEMV ([`gemv_forward_min_weight`]).
 pub const GEMV_FORWARD_MIN_WEIGHT: usize = 1 << 17;
+
+/// How OpenBLAS runs a one-row GEMM (`1 × k` times `k × n`), which sets where a batch-1 pass
+/// leaves GEMM for GEMV and the outer product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneRowGemm {
+    /// As fast as a GEMV up to 256 × 256 weights: OpenBLAS's AVX-512 cores (`SkylakeX`,
+    /// `Cooperlake`, `SapphireRapids`), whose small-matrix GEMM kernels take such products.
+    /// The batch-1 cutoffs are [`GEMV_FORWARD_MIN_WEIGHT`] and [`SINGLE_ROW_MIN_WEIGHT`].
+    Small,
+    /// Through the general packed path, 2.5–4× slower than a GEMV at every size: its other
+    /// cores. Measured on an AMD Zen 1 (`Zen` kernels, 2 threads, C harness, µs per call,
+    /// one-row GEMM against GEMV): f32 64 × 64 2.7 / 0.9, 256 × 256 32 / 8.3, 1024 × 1024 435 /
+    /// 145; f64 64 × 64 2.3–3.2 / 1.1–1.3, 256 × 256 50 / 14–16. Every batch-1 pass leaves GEMM.
+    Packed,
+}
+
+/// How OpenBLAS runs a one-row GEMM with the kernels it has chosen (after
+/// [`ensure_best_kernels`]), decided once. The environment variable `AFFINE_BLAS_ONE_ROW_GEMM`
+/// (`small` or `packed`, read at first use) sets it, for tests and comparisons.
+pub fn one_row_gemm() -> OneRowGemm {
+    static ONE_ROW: OnceLock<OneRowGemm> = OnceLock::new();
+    *ONE_ROW.get_or_init(
+        || match std::env::var("AFFINE_BLAS_ONE_ROW_GEMM").as_deref() {
+            Ok("small") => OneRowGemm::Small,
+            Ok("packed") => OneRowGemm::Packed,
+            _ if crate::kernels::isa_rank(ensure_best_kernels().core()) >= 3 => OneRowGemm::Small,
+            _ => OneRowGemm::Packed,
+        },
+    )
+}
+
+/// From how many weight elements a batch-1 forward pass is a GEMV: [`GEMV_FORWARD_MIN_WEIGHT`]
+/// where the one-row GEMM is [`OneRowGemm::Small`], else 1 (always).
+pub fn gemv_forward_min_weight() -> usize {
+    match one_row_gemm() {
+        OneRowGemm::Small => GEMV_FORWARD_MIN_WEIGHT,
+        OneRowGemm::Packed => 1,
+    }
+}
+
+/// From how many weight elements a batch-1 backward pass runs GEMV and the outer product:
+/// [`SINGLE_ROW_MIN_WEIGHT`] where the one-row GEMM is [`OneRowGemm::Small`], else 1 (always).
+pub fn single_row_min_weight() -> usize {
+    match one_row_gemm() {
+        OneRowGemm::Small => SINGLE_ROW_MIN_WEIGHT,
+        OneRowGemm::Packed => 1,
+    }
+}
 
 /// BLAS's index type is `i32`: no dimension or stride may exceed this.
 pub const BLAS_INDEX_MAX: usize = i32::MAX as usize;

@@ -1,6 +1,6 @@
 //! The forward pass: `y = x·w + b`.
 
-use crate::blas::{check_index, gemm, gemv, GEMV_FORWARD_MIN_WEIGHT};
+use crate::blas::{check_index, gemm, gemv, gemv_forward_min_weight};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::xsmm::Product::Forward;
@@ -11,9 +11,10 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 ///
 /// Shapes: `x: (batch, in)`, `w: (in, out)`, `b: (out)`, `y: (batch, out)`. The bias is fused into
 /// the GEMM: `y` is filled with `b` in every row, then `y ← 1·x·w + 1·y` is one BLAS call, so `y`
-/// need not be initialised. At batch 1 with a weight of at least
-/// [`crate::blas::GEMV_FORWARD_MIN_WEIGHT`] elements that call is a GEMV instead (OpenBLAS runs a
-/// one-row GEMM through its general packed path, several times slower). Any layout is accepted (transposed and sliced views go to BLAS
+/// need not be initialised. At batch 1 that call is a GEMV instead, with a weight of at least
+/// [`crate::blas::gemv_forward_min_weight`] elements (every weight unless OpenBLAS has
+/// small-matrix kernels for a one-row GEMM; without them it runs one through its general packed
+/// path, several times slower). Any layout is accepted (transposed and sliced views go to BLAS
 /// without a copy); a layout BLAS cannot read is copied once, and only then does this allocate.
 ///
 /// # Errors
@@ -27,7 +28,7 @@ pub fn forward_into<T: Element>(
     mut y: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
     check_forward(x.dim(), w.dim(), b.len(), y.dim())?;
-    if x.nrows() == 1 && w.len() >= GEMV_FORWARD_MIN_WEIGHT {
+    if x.nrows() == 1 && w.len() >= gemv_forward_min_weight() {
         // one row: yᵀ ← wᵀ·xᵀ + b is a matrix-vector product
         let mut y0 = y.row_mut(0);
         y0.assign(&b);
@@ -47,7 +48,7 @@ pub fn forward_into<T: Element>(
 /// The forward pass of a layer that keeps `wb = [w; b]: (in + 1, out)` and its input as
 /// `x1 = [x, 1]: (batch, in + 1)` (as [`crate::Affine`] does): `y ← x1·wb = x·w + b` in one GEMM
 /// with β = 0, no separate pass writing `b` into `y` (a GEMV at batch 1 from
-/// [`crate::blas::GEMV_FORWARD_MIN_WEIGHT`] weights, as in [`forward_into`]).
+/// [`crate::blas::gemv_forward_min_weight`] weights, as in [`forward_into`]).
 ///
 /// Shapes are the caller's to check (`x1`'s last column must be ones); nothing here fails.
 pub(crate) fn forward_folded_into<T: Element>(
@@ -55,7 +56,7 @@ pub(crate) fn forward_folded_into<T: Element>(
     wb: ArrayView2<'_, T>,
     mut y: ArrayViewMut2<'_, T>,
 ) {
-    if x1.nrows() == 1 && wb.len() >= GEMV_FORWARD_MIN_WEIGHT {
+    if x1.nrows() == 1 && wb.len() >= gemv_forward_min_weight() {
         gemv(T::one(), &wb.t(), &x1.row(0), T::zero(), &mut y.row_mut(0));
     } else if !xsmm::plan::<T>(Forward, x1.nrows(), wb.dim())
         .is_some_and(|threads| xsmm::gemm_nn(&x1, &wb, &mut y, false, threads))

@@ -2,13 +2,16 @@
 //! product (dw, no BLAS call) or a rank-1 update (dw accumulated, BLAS ger) instead of one-row
 //! GEMMs, with the same results, and that smaller weights and larger batches stay on GEMM.
 //!
+//! Where that starts depends on how OpenBLAS runs a one-row GEMM ([`blas::one_row_gemm`]):
+//! `make test` runs this file once more with each regime forced (`AFFINE_BLAS_ONE_ROW_GEMM`).
+//!
 //! The calls are counted by the BLAS spy of `tests/spy`.
 
 mod common;
 mod spy;
 
 use affine_blas::backward::OUTER_PARALLEL_MIN_BYTES;
-use affine_blas::blas::{GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};
+use affine_blas::blas::{self, OneRowGemm, GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};
 use affine_blas::{backward_into, forward_into, Accum};
 use common::{random, Laid, LAYOUTS};
 use ndarray::{s, Array1, Array2};
@@ -152,14 +155,30 @@ fn between_the_cutoffs_only_the_backward_leaves_gemm() {
     let (inp, out) = (300, 260);
     const { assert!(300 * 260 >= SINGLE_ROW_MIN_WEIGHT && 300 * 260 < GEMV_FORWARD_MIN_WEIGHT) };
     let (fwd, bwd, _) = pass(1, inp, out, common::Layout::C, common::Layout::C);
-    assert_eq!((fwd, bwd), ([1, 0, 0], [0, 1, 0]));
+    let fwd_want = match blas::one_row_gemm() {
+        OneRowGemm::Small => [1, 0, 0],
+        OneRowGemm::Packed => [0, 1, 0],
+    };
+    assert_eq!((fwd, bwd), (fwd_want, [0, 1, 0]));
 }
 
 #[test]
-fn small_weights_and_larger_batches_stay_on_gemm() {
-    let (fwd, bwd, acc) = pass(1, 100, 100, common::Layout::C, common::Layout::C);
+fn small_weights_stay_on_gemm_where_its_one_row_gemm_is_fast() {
     const { assert!(100 * 100 < SINGLE_ROW_MIN_WEIGHT) };
-    assert_eq!((fwd, bwd, acc), ([1, 0, 0], [2, 0, 0], [2, 0, 0]));
+    for (inp, out) in [(100, 100), (64, 64), (7, 5), (1, 1)] {
+        let (fwd, bwd, acc) = pass(1, inp, out, common::Layout::C, common::Layout::C);
+        let want = match blas::one_row_gemm() {
+            // ndarray multiplies matrices of no side above 7 itself, without BLAS
+            OneRowGemm::Small if inp.max(out) <= 7 => ([0, 0, 0], [0, 0, 0], [0, 0, 0]),
+            OneRowGemm::Small => ([1, 0, 0], [2, 0, 0], [2, 0, 0]),
+            OneRowGemm::Packed => ([0, 1, 0], [0, 1, 0], [0, 1, 1]),
+        };
+        assert_eq!((fwd, bwd, acc), want, "1 × {inp} × {out}");
+    }
+}
+
+#[test]
+fn larger_batches_stay_on_gemm() {
     // batch 2 leaves the single-row paths: GEMMs, or none at all where the small-batch engine
     // (libxsmm) takes them
     use affine_blas::xsmm::{applies, Product};
@@ -167,4 +186,30 @@ fn small_weights_and_larger_batches_stay_on_gemm() {
     let b = 2 * usize::from(!applies::<f64>(Product::Backward, 2, (400, 360)));
     let (fwd, bwd, acc) = pass(2, 400, 360, common::Layout::C, common::Layout::C);
     assert_eq!((fwd, bwd, acc), ([f, 0, 0], [b, 0, 0], [b, 0, 0]));
+}
+
+#[test]
+fn the_regime_follows_the_environment() {
+    // make test runs this file with AFFINE_BLAS_ONE_ROW_GEMM set to each value
+    let want = match std::env::var("AFFINE_BLAS_ONE_ROW_GEMM").as_deref() {
+        Ok("small") => Some(OneRowGemm::Small),
+        Ok("packed") => Some(OneRowGemm::Packed),
+        _ => None,
+    };
+    if let Some(want) = want {
+        assert_eq!(blas::one_row_gemm(), want);
+    }
+    let (fwd, single) = (
+        blas::gemv_forward_min_weight(),
+        blas::single_row_min_weight(),
+    );
+    match blas::one_row_gemm() {
+        OneRowGemm::Small => {
+            assert_eq!(
+                (fwd, single),
+                (GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT)
+            )
+        }
+        OneRowGemm::Packed => assert_eq!((fwd, single), (1, 1)),
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! The tests that need a fixed environment run this binary again as a child process.
 
-use affine_blas::blas::{self, KernelChoice};
+use affine_blas::blas::{self, KernelChoice, OneRowGemm};
 use affine_blas::threads::{self, Spin, OPENBLAS_SPIN_LOG2};
 use affine_blas::xsmm;
 use std::process::Command;
@@ -47,7 +47,8 @@ fn run_child_with(test: &str, coretype: Option<&str>, timeout: Option<&str>) {
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", test, "--test-threads", "1"])
         .env("AFFINE_KERNELS_CHILD", "1")
-        .env_remove("AFFINE_BLAS_XSMM");
+        .env_remove("AFFINE_BLAS_XSMM")
+        .env_remove("AFFINE_BLAS_ONE_ROW_GEMM");
     for (var, value) in [
         ("OPENBLAS_CORETYPE", coretype),
         ("OPENBLAS_THREAD_TIMEOUT", timeout),
@@ -105,6 +106,12 @@ fn child_default() {
     if let KernelChoice::Switched { from, to } = &choice {
         assert_ne!(from, to);
     }
+    // a one-row GEMM counts as fast (small-matrix kernels) on the AVX-512 cores only
+    assert_eq!(
+        blas::one_row_gemm() == OneRowGemm::Small,
+        AVX512_CORES.contains(&core.as_str()),
+        "{core}"
+    );
     // and the switched kernels compute: a product against a plain loop
     let a = ndarray::Array2::from_shape_fn((67, 45), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
     let b = ndarray::Array2::from_shape_fn((45, 38), |(i, j)| ((i * 5 + j) % 13) as f32 - 6.0);
@@ -135,6 +142,7 @@ fn child_user_set() {
     assert!(matches!(choice, KernelChoice::UserSet { .. }), "{choice}");
     if blas::openblas_config().contains("DYNAMIC_ARCH") {
         assert_eq!(blas::openblas_core(), "Haswell");
+        assert_eq!(blas::one_row_gemm(), OneRowGemm::Packed);
     }
 }
 

@@ -100,7 +100,8 @@ pub enum Product {
 ///     its step 1.10–1.19× the floor): the forward to 256, the backward to 128;
 ///   - up to [`SAME_VECTORS_SMALL_W_BYTES`] (f32 256 × 256, with room in Zen 1's 512 KB L2): the
 ///     step 0.82–0.88× its floor at f32 512 × 256 × 256 (both passes on the engine), against
-///     1.01–1.02 on OpenBLAS: both passes to 512.
+///     1.01–1.02 on OpenBLAS; at 1024 0.88–0.90, at 2048 0.87–0.98 (OpenBLAS 1.00–1.01), at
+///     4096 0.97–0.98: both passes to 2048, the grid's largest batch.
 ///
 /// `w` is the weight's shape, `(in, out)`.
 pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> usize {
@@ -113,7 +114,7 @@ pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> 
         (Vectors::BothAvx512, Product::Forward, _) => 384,
         (Vectors::BothAvx512, Product::Backward, "f32") => 128,
         (Vectors::BothAvx512, Product::Backward, _) => 256,
-        (Vectors::Same, _, _) if bytes <= SAME_VECTORS_SMALL_W_BYTES => 512,
+        (Vectors::Same, _, _) if bytes <= SAME_VECTORS_SMALL_W_BYTES => 2048,
         (Vectors::Same, Product::Forward, _) if bytes <= SAME_VECTORS_MID_W_BYTES => 256,
         (Vectors::Same, Product::Backward, _) if bytes <= SAME_VECTORS_MID_W_BYTES => 128,
         (Vectors::Same, Product::Forward, _) => 8,
@@ -122,7 +123,7 @@ pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> 
 }
 
 /// Where both run the [`Vectors::Same`] vectors, the largest `w` (bytes) that the engine takes
-/// to batch 512 in [`max_batch`] (384 KB: f32 256 × 256 with the bias row folded in, not f64).
+/// to batch 2048 in [`max_batch`] (384 KB: f32 256 × 256 with the bias row folded in, not f64).
 pub const SAME_VECTORS_SMALL_W_BYTES: usize = 3 << 17;
 /// Where both run the [`Vectors::Same`] vectors, the largest `w` (bytes) that the engine takes
 /// to batch 256 (forward) and 128 (backward) in [`max_batch`] (1.25 MiB: f32 512 × 512 with the

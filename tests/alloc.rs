@@ -88,6 +88,17 @@ fn steady_state_allocates_nothing() {
         })
     });
     assert_eq!(large, 0, "f64 large-batch engine steps inside the pool");
+    // the same in f32 at a batch the engine takes where both sides run AVX2 (OpenBLAS's GEMMs
+    // elsewhere: nothing to allocate either way)
+    let mut l = Affine::<f32>::new(256, 256, Init::He, 3).unwrap();
+    let (x, g) = (random::<f32>(1030, 256, 4), random::<f32>(1030, 256, 5));
+    let large = affine_blas::threads::run(|| {
+        steady_allocations(|| {
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+        })
+    });
+    assert_eq!(large, 0, "f32 large-batch steps inside the pool");
 
     // batch 1 with a dw (2.9 MB) that the outer product writes in blocks on rayon's threads
     let mut l = Affine::<f32>::new(1024, 700, Init::He, 3).unwrap();

@@ -1,6 +1,6 @@
 //! The backward pass: `dx = grad·wᵀ`, `dw = xᵀ·grad`, `db = Σ_batch grad`.
 
-use crate::blas::{check_index, gemm, gemv, ger_fits, SINGLE_ROW_MIN_WEIGHT};
+use crate::blas::{check_index, gemm, gemv, ger_fits, single_row_min_weight};
 use crate::element::Element;
 use crate::error::{fmt2, AffineError, Result};
 use crate::reduce::{sum_rows_into, Par};
@@ -36,9 +36,10 @@ pub enum Accum {
 /// - `db ← Σ_batch grad` (or `+=`), `(out)`: the deterministic column sum of
 ///   [`crate::reduce::sum_rows_into`], in parallel above [`crate::reduce::PAR_CUTOFF_ELEMENTS`].
 ///
-/// At batch 1 with a weight of at least [`crate::blas::SINGLE_ROW_MIN_WEIGHT`] elements, `dx` is a
-/// GEMV, and `dw` an outer product written in one pass (a rank-1 update, BLAS ger, when
-/// accumulating) instead of GEMMs: OpenBLAS runs one-row GEMMs through its packed path.
+/// At batch 1 with a weight of at least [`crate::blas::single_row_min_weight`] elements (every
+/// weight unless OpenBLAS has small-matrix kernels for a one-row GEMM), `dx` is a GEMV, and `dw`
+/// an outer product written in one pass (a rank-1 update, BLAS ger, when accumulating) instead
+/// of GEMMs: OpenBLAS runs other one-row GEMMs through its packed path.
 ///
 /// The transposes are views (BLAS `Trans` flags), never copies. Allocates nothing unless an
 /// operand's layout cannot go to BLAS (see [`crate::forward_into`]). Batch 0 gives zero `dw`, `db`
@@ -105,7 +106,7 @@ fn weight_grads<T: Element>(
         Accum::Replace => T::zero(),
         Accum::Add => T::one(),
     };
-    let single_row = x.nrows() == 1 && w.len() >= SINGLE_ROW_MIN_WEIGHT;
+    let single_row = x.nrows() == 1 && w.len() >= single_row_min_weight();
     let engine = xsmm::plan::<T>(Backward, x.nrows(), w.dim());
     if let Some(mut dx) = dx {
         if single_row {
@@ -141,7 +142,7 @@ pub(crate) fn outer_parallel<T: Element>(
     let weights = inp * out;
     accum == Accum::Replace
         && batch == 1
-        && weights >= SINGLE_ROW_MIN_WEIGHT
+        && weights >= single_row_min_weight()
         && weights * std::mem::size_of::<T>() >= 2 * OUTER_PARALLEL_MIN_BYTES
         && inp >= 2
         && rayon::current_num_threads() > 1

@@ -60,9 +60,9 @@ fn steady_state_allocates_nothing() {
     assert!(copies > 0, "the counting allocator saw nothing");
 
     // kernels: small, medium, over one reduction chunk (600 rows), batch-1 slices whose
-    // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff, and narrow layers
-    // the engine runs on one thread (37 × 64 × 64) or splits (600 × 20 × 1100); inside rayon's
-    // pool (from outside it rayon's job queue allocates now and then: see the end)
+    // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff of OpenBLAS's
+    // AVX-512 cores, and narrow layers the engine runs on one thread (37 × 64 × 64) or splits
+    // (600 × 20 × 1100); inside rayon's pool (from outside it rayon's job queue allocates now and then: see the end)
     // (every worker of the pool started first: a starting thread allocates, and the counter
     // counts every thread)
     rayon::broadcast(|_| ());

@@ -201,8 +201,8 @@ fn edge_sizes_every_layout() {
     }
 }
 
-/// The layer at batch 1 with weights large enough for its GEMV and outer-product paths (the
-/// random cases stay below the forward's GEMV cutoff), and at batch 0.
+/// The layer at batch 1 with weights large enough for its GEMV and outer-product paths on every
+/// OpenBLAS core (the random cases stay below the cutoffs of its AVX-512 cores), and at batch 0.
 #[test]
 fn layer_at_batch_one_and_zero() {
     use affine_blas::blas::{GEMV_FORWARD_MIN_WEIGHT, SINGLE_ROW_MIN_WEIGHT};

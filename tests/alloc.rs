@@ -47,6 +47,18 @@ fn steady_allocations(mut f: impl FnMut()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+/// Allocations of a warmed-up `Affine` (`in × out`) stepping at `batch` inside rayon's pool.
+fn pool_step_allocations<T: affine_blas::Element>(batch: usize, inp: usize, out: usize) -> usize {
+    let mut l = Affine::<T>::new(inp, out, Init::He, 3).unwrap();
+    let (x, g) = (random::<T>(batch, inp, 4), random::<T>(batch, out, 5));
+    affine_blas::threads::run(|| {
+        steady_allocations(|| {
+            l.forward(x.view()).unwrap();
+            l.backward(g.view()).unwrap();
+        })
+    })
+}
+
 #[test]
 fn steady_state_allocates_nothing() {
     // the counter sees the one path that must allocate: an operand BLAS cannot read is copied
@@ -78,39 +90,23 @@ fn steady_state_allocates_nothing() {
     });
     assert_eq!(narrow, 0, "narrow engine steps from outside the pool");
 
-    // an f64 layer at a batch the engine splits by rows (dw summed per thread in scratch)
-    let mut l = Affine::<f64>::new(256, 256, Init::He, 3).unwrap();
-    let (x, g) = (random::<f64>(512, 256, 4), random::<f64>(512, 256, 5));
-    let large = affine_blas::threads::run(|| {
-        steady_allocations(|| {
-            l.forward(x.view()).unwrap();
-            l.backward(g.view()).unwrap();
-        })
-    });
-    assert_eq!(large, 0, "f64 large-batch engine steps inside the pool");
-    // the same in f32 at a batch the engine takes where both sides run AVX2 (OpenBLAS's GEMMs
-    // elsewhere: nothing to allocate either way)
-    let mut l = Affine::<f32>::new(256, 256, Init::He, 3).unwrap();
-    let (x, g) = (random::<f32>(1030, 256, 4), random::<f32>(1030, 256, 5));
-    let large = affine_blas::threads::run(|| {
-        steady_allocations(|| {
-            l.forward(x.view()).unwrap();
-            l.backward(g.view()).unwrap();
-        })
-    });
-    assert_eq!(large, 0, "f32 large-batch steps inside the pool");
-
-    // batch 1 with a dw (2.9 MB) that the outer product writes in blocks on rayon's threads
-    let mut l = Affine::<f32>::new(1024, 700, Init::He, 3).unwrap();
-    let (x, g) = (random::<f32>(1, 1024, 4), random::<f32>(1, 700, 5));
-    let single = affine_blas::threads::run(|| {
-        steady_allocations(|| {
-            l.forward(x.view()).unwrap();
-            l.backward(g.view()).unwrap();
-        })
-    });
+    // an f64 layer at a batch the engine splits by rows (dw summed per thread in scratch); the
+    // same in f32 at a batch the engine takes where both sides run AVX2 (OpenBLAS's GEMMs
+    // elsewhere: nothing to allocate either way); batch 1 with a dw (2.9 MB) that the outer
+    // product writes in blocks on rayon's threads
     assert_eq!(
-        single, 0,
+        pool_step_allocations::<f64>(512, 256, 256),
+        0,
+        "f64 large-batch engine steps inside the pool"
+    );
+    assert_eq!(
+        pool_step_allocations::<f32>(1030, 256, 256),
+        0,
+        "f32 large-batch steps inside the pool"
+    );
+    assert_eq!(
+        pool_step_allocations::<f32>(1, 1024, 700),
+        0,
         "batch-1 steps with a parallel outer product inside the pool"
     );
 

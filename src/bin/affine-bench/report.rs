@@ -72,6 +72,8 @@ pub struct Header {
     pub openblas_core: String,
     /// The small-batch engine's state, e.g. `"libxsmm (cpx), batch 2–512, ≥ 65536 weights"`.
     pub engine: String,
+    /// Where a batch-1 pass leaves GEMM (`affine_blas::blas::one_row_gemm`).
+    pub batch1: String,
     /// OpenBLAS's idle spin (`affine_blas::threads::openblas_spin`).
     pub spin: String,
     pub openblas_threads: usize,
@@ -91,6 +93,7 @@ impl Header {
             openblas: blas::openblas_config(),
             openblas_core: blas::ensure_best_kernels().to_string(),
             engine: engine_state(),
+            batch1: batch1_state(),
             spin: affine_blas::threads::openblas_spin().to_string(),
             openblas_threads: blas::openblas_threads(),
             rayon_threads: rayon::current_num_threads(),
@@ -114,6 +117,7 @@ impl Header {
                 self.openblas_threads, self.rayon_threads, self.spin
             ),
             format!("small-batch engine: {}", self.engine),
+            format!("batch 1: {}", self.batch1),
             format!(
                 "FMA peak (measured, {} threads, {}-bit vectors): f32 {:.1} GFLOP/s, f64 {:.1} GFLOP/s",
                 self.peak.threads, self.peak.vector_bits, self.peak.f32_gflops, self.peak.f64_gflops
@@ -126,6 +130,20 @@ impl Header {
             ));
         }
         v
+    }
+}
+
+fn batch1_state() -> String {
+    match blas::one_row_gemm() {
+        blas::OneRowGemm::Small => format!(
+            "forward GEMV from {} weights, backward GEMV and outer product from {} (smaller: \
+             one-row GEMMs on OpenBLAS's small-matrix kernels)",
+            blas::gemv_forward_min_weight(),
+            blas::single_row_min_weight()
+        ),
+        blas::OneRowGemm::Packed => "GEMV and outer product at every size (OpenBLAS's one-row \
+                                     GEMM takes its packed path here)"
+            .to_string(),
     }
 }
 

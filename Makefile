@@ -26,6 +26,8 @@ test: setup-mpi
 	$(CARGO) test --features report,mpi
 	# the engine's paths at every batch, whatever cutoffs this CPU gets
 	AFFINE_BLAS_XSMM_VECTORS=engine-wider $(CARGO) test --features report,mpi --test xsmm --test alloc
+	# the f32 large-batch regime (taken on AMD Zen 4 only)
+	AFFINE_BLAS_XSMM_F32_LARGE_BATCH=1 $(CARGO) test --features report,mpi --test xsmm --test alloc
 	# the batch-1 paths of both one-row-GEMM regimes, whichever OpenBLAS core this CPU gets
 	AFFINE_BLAS_ONE_ROW_GEMM=small $(CARGO) test --features report,mpi --test blas_single_row --test props
 	AFFINE_BLAS_ONE_ROW_GEMM=packed $(CARGO) test --features report,mpi --test blas_single_row --test props --test alloc

@@ -49,7 +49,8 @@ pub const NARROW_MIN_BATCH: usize = 32;
 /// every product split by rows of the batch (`dw` summed per thread, then added in a fixed
 /// order). Step against OpenBLAS (`affine-bench --shape`, layer/floor in one run, a run where
 /// the floor ran at full speed): 512, 1024 and 2048 × 256 × 256 0.90, 0.84, 0.80 (forward
-/// 0.62–0.67). In `f32` the same measured 0.89–1.06 (0.998 and 1.059 at full speed): not taken.
+/// 0.62–0.67). In `f32` the same measured 0.89–1.06 on AMD Zen 5 (0.998 and 1.059 at full
+/// speed) and is not taken there, but 0.90–0.93 on Zen 4 (see [`large_batch_regime`]).
 pub const LARGE_BATCH_MAX_BYTES: usize = 3 << 18;
 /// The fewest weights of a narrow layer that the engine takes (16 × 16): at batch 2048 the step
 /// measured 0.07–0.5× OpenBLAS's from 16 × 16 to 32 × 32 (f32 2048 × 32 × 32 29–38 µs against
@@ -167,11 +168,50 @@ pub fn vectors() -> Vectors {
     })
 }
 
-/// Whether the `f64` large-batch regime ([`LARGE_BATCH_MAX_BYTES`]) applies: in `f64`, unless
-/// both run the [`Vectors::Same`] vectors. Both on AVX2 (AMD Zen 1, 512 KB of L2), f64 512 and
-/// 2048 × 256 × 256 measured 1.02× and 1.33× OpenBLAS's step.
+/// Whether the large-batch regime ([`LARGE_BATCH_MAX_BYTES`]) applies in precision `T`: in
+/// `f64` unless both run the [`Vectors::Same`] vectors (both on AVX2, AMD Zen 1 with 512 KB of
+/// L2, f64 512 and 2048 × 256 × 256 measured 1.02× and 1.33× OpenBLAS's step); in `f32` only
+/// where AVX-512 runs on 256-bit units ([`avx512_on_256_bit_units`], AMD Zen 4). There, with
+/// OpenBLAS's `Cooperlake` kernels, the f32 step measured 0.90–0.93× its floor at 1024–2048 ×
+/// 256 × 256 and 2048 × 384 × 384, 0.69–0.70× at 512 × 256 × 256, and 0.70–0.77× wherever that
+/// process's OpenBLAS ran in its slow mode (README, "On an AVX-512 machine (AMD Zen 4)"); on
+/// Zen 5, with full-width AVX-512 units, 0.89–1.06×. The environment variable
+/// `AFFINE_BLAS_XSMM_F32_LARGE_BATCH` (`1` or `0`, read at first use) sets the `f32` answer
+/// instead, for comparisons and for tests of the path on any CPU.
 pub fn large_batch_regime<T: Element>() -> bool {
-    T::NAME == "f64" && vectors() != Vectors::Same
+    if T::NAME == "f64" {
+        return vectors() != Vectors::Same;
+    }
+    // asked on every layer call
+    static F32: OnceLock<bool> = OnceLock::new();
+    *F32.get_or_init(
+        || match std::env::var("AFFINE_BLAS_XSMM_F32_LARGE_BATCH").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => vectors() != Vectors::Same && avx512_on_256_bit_units(),
+        },
+    )
+}
+
+/// Whether the CPU runs AVX-512 instructions on 256-bit units, two passes per 512-bit
+/// instruction: AMD's Zen 4 (family 25 with AVX-512; Zen 3, also family 25, has no AVX-512).
+/// Zen 5 (family 26) has full-width units; Intel's AVX-512 cores are not counted here
+/// (unmeasured).
+pub fn avx512_on_256_bit_units() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let vendor = __cpuid(0);
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        let eax = __cpuid(1).eax;
+        // the base family field saturates at 15; AMD adds the extended family to it
+        let family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);
+        amd && family == 25 && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Rows of a `w` tile along the split dimension, in bytes (128 `f32`, 64 `f64`).
@@ -397,8 +437,8 @@ pub fn applies<T: Element>(product: Product, batch: usize, w: (usize, usize)) ->
 /// How the engine runs `product` at this batch for a weight of shape `w` in precision `T`: `None` where it does not take it (OpenBLAS does), else the number of threads it splits
 /// it across (1: on the calling thread; more: rayon's pool, which a caller enters first, see
 /// [`crate::threads`]). The engine takes batches [`MIN_BATCH`]`..=`[`max_batch`] from
-/// [`MIN_WEIGHT`] weights (and in `f64` every batch of at least twice the larger side of a `w`
-/// of at most [`LARGE_BATCH_MAX_BYTES`]), batches from [`NARROW_MIN_BATCH`] and
+/// [`MIN_WEIGHT`] weights (and where [`large_batch_regime`] applies every batch of at least
+/// twice the larger side of a `w` of at most [`LARGE_BATCH_MAX_BYTES`]), batches from [`NARROW_MIN_BATCH`] and
 /// [`NARROW_MIN_WORK`] multiply-adds between [`NARROW_MIN_WEIGHT`] and [`MIN_WEIGHT`], and
 /// nothing while not [`enabled`].
 pub fn plan<T: Element>(

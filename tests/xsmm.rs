@@ -118,15 +118,20 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
         assert_eq!(xsmm::parallel::<f32>(p, 1 << 20, (16, 16)), on);
         assert!(!xsmm::parallel::<f32>(p, nb, (32, 64)));
         // f64 layers whose w stays in L2, at twice their larger side and beyond, with AVX-512
-        // kernels; not f32
+        // kernels; f32 ones only where AVX-512 runs on 256-bit units (or the environment says)
         let lb = 2 * 256;
         let large = on && xsmm::large_batch_regime::<f64>();
-        assert!(!xsmm::large_batch_regime::<f32>());
         assert_eq!(xsmm::applies::<f64>(p, lb, (256, 256)), large);
         assert_eq!(xsmm::applies::<f64>(p, 1 << 20, (257, 256)), large);
         assert!(!xsmm::applies::<f64>(p, 1 << 20, (512, 256)), "w over L2");
+        let large32 = on && xsmm::large_batch_regime::<f32>();
+        assert_eq!(xsmm::applies::<f32>(p, 1 << 20, (256, 256)), large32);
+        // 3 · 2^18 bytes of f32: 443 × 443 fits, 444 × 443 does not
+        assert_eq!(xsmm::applies::<f32>(p, 1 << 20, (443, 443)), large32);
+        assert!(!xsmm::applies::<f32>(p, 1 << 20, (444, 443)), "w over L2");
         if xsmm::max_batch::<f32>(p, (256, 256)) < lb {
-            assert!(!xsmm::applies::<f32>(p, 1 << 20, (256, 256)));
+            assert_eq!(xsmm::applies::<f32>(p, lb, (256, 256)), large32);
+            assert!(!xsmm::applies::<f32>(p, lb - 3, (256, 256)));
         }
         for &(b, i, o) in &SHAPES[8..13] {
             assert_eq!(xsmm::applies::<f64>(p, b, (i, o)), on, "{b}x{i}x{o}");
@@ -135,6 +140,33 @@ fn the_engine_is_on_where_libxsmm_was_linked() {
             assert!(!xsmm::applies::<f64>(p, b, (i, o)), "{b}x{i}x{o}");
         }
     }
+}
+
+#[test]
+fn the_f32_large_batch_regime_follows_the_cpu_or_the_environment() {
+    // make test runs this file with AFFINE_BLAS_XSMM_F32_LARGE_BATCH=1 too
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    if let (Some(vendor), Some(family), Some(flags)) =
+        (field("vendor_id"), field("cpu family"), field("flags"))
+    {
+        let zen4 = vendor == "AuthenticAMD"
+            && family == "25"
+            && flags.split_whitespace().any(|f| f == "avx512f");
+        assert_eq!(xsmm::avx512_on_256_bit_units(), zen4, "{vendor} {family}");
+    }
+    let want = match std::env::var("AFFINE_BLAS_XSMM_F32_LARGE_BATCH").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => xsmm::vectors() != xsmm::Vectors::Same && xsmm::avx512_on_256_bit_units(),
+    };
+    assert_eq!(xsmm::large_batch_regime::<f32>(), want);
 }
 
 /// The stateless kernels at `shape`, with `x`, `grad`, `y`, `dx` as column blocks of wider

@@ -165,13 +165,20 @@ fn engine_state() -> String {
             xsmm::max_batch::<f64>(Forward, (256, 256)),
             xsmm::max_batch::<f32>(Backward, (256, 256)),
             xsmm::max_batch::<f64>(Backward, (256, 256)),
-            if xsmm::large_batch_regime::<f64>() {
-                format!(
-                    " (f64: at any batch of twice the larger side where w has {} KB or less)",
+            match (
+                xsmm::large_batch_regime::<f32>(),
+                xsmm::large_batch_regime::<f64>(),
+            ) {
+                (false, false) => String::new(),
+                (f32, f64) => format!(
+                    " ({}: at any batch of twice the larger side where w has {} KB or less)",
+                    match (f32, f64) {
+                        (true, true) => "f32 and f64",
+                        (true, false) => "f32",
+                        _ => "f64",
+                    },
                     xsmm::LARGE_BATCH_MAX_BYTES / 1024
-                )
-            } else {
-                String::new()
+                ),
             },
             xsmm::NARROW_MIN_WEIGHT,
             xsmm::NARROW_MIN_BATCH,

@@ -60,10 +60,14 @@ pub const NARROW_MIN_WEIGHT: usize = 1 << 8;
 /// takes: 32 × 32 × 32 (2¹⁵) measured slower than OpenBLAS (step 1.50 µs against 1.44 f32, 2.40
 /// against 2.17 f64), 64 × 32 × 32 (2¹⁶) no slower (2.35 against 2.48, 4.04 against 4.75).
 pub const NARROW_MIN_WORK: usize = 1 << 16;
-/// A narrow layer's product of less work than this (multiply-adds × bytes per element) runs on
-/// the calling thread: waking a second thread for it measured slower than not (64 × 64 × 64 f32
-/// step: 6.6–7.0 µs serial, 6.7–14 µs split; 128 × 64 × 64: 12.5 µs against 10–17 µs).
-pub const NARROW_PARALLEL_WORK: usize = 1 << 22;
+/// A narrow layer's product of less work than this (multiply-adds × bytes per element; f32
+/// 128 × 64 × 64) runs on the calling thread: below it, waking a second thread measured slower
+/// than not (AMD Zen 5, f32 step: 64 × 64 × 64 6.6–7.0 µs serial, 6.7–14 µs split; Zen 4:
+/// 32 × 64 × 64 8.1–8.2 against 8.7–8.8). From it the split measured faster on Zen 4 (f32
+/// 128 × 64 × 64 28.6–28.7 µs serial, 23.0–23.3 split in 6 of 7 processes; f32 32 × 128 × 128
+/// 31.9 against 22.3; f64 64 × 64 × 64 29.4–29.8 against 22.4–22.7 in 5 of 7) and no slower on
+/// Zen 5 (f32 128 × 64 × 64 12.5 µs against 10–17).
+pub const NARROW_PARALLEL_WORK: usize = 1 << 21;
 
 /// The products of a layer, which the engine takes up to different batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

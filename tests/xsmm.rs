@@ -14,9 +14,10 @@ use ndarray::{s, Array1, Array2, Axis};
 /// the tiles), a weight of exactly `MIN_WEIGHT`, batch 2, and batches where only the forward
 /// pass or neither pass is the engine's (OpenBLAS with AVX-512 kernels) or both are (without),
 /// and a large batch the engine takes in f64 with AVX-512 kernels and in f32 where both sides
-/// run AVX2 (1030 × 256 × 260: rows of the batch split, `dw` summed per thread in batch tiles
-/// with an edge tile); then narrow layers (under `MIN_WEIGHT` weights): on the calling thread, `dx` through
-/// transposed `g` and `dx` (40 × 100 × 70) or through transposed `w` (37 × 64 × 64); split by
+/// run AVX2 or AVX-512 runs on 256-bit units (1030 × 256 × 260: rows of the batch split, `dw`
+/// summed per thread in batch tiles with an edge tile); then narrow layers (under `MIN_WEIGHT`
+/// weights): on the calling thread, `dx` through transposed `g` and `dx` (40 × 100 × 70, split
+/// in f64) or through transposed `w` (37 × 64 × 64); split by
 /// rows of the batch, odd and even (301 × 70 × 90, 2049 × 67 × 63, 2048 × 17 × 16); and under
 /// the narrow cutoffs of batch, work and weights (31 × 64 × 64, 33 × 32 × 32, 2048 × 8 × 16).
 const SHAPES: &[(usize, usize, usize)] = &[

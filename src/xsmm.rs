@@ -176,10 +176,10 @@ pub fn vectors() -> Vectors {
 /// `f64` unless both run the [`Vectors::Same`] vectors (both on AVX2, AMD Zen 1 with 512 KB of
 /// L2, f64 512 and 2048 × 256 × 256 measured 1.02× and 1.33× OpenBLAS's step); in `f32` only
 /// where AVX-512 runs on 256-bit units ([`avx512_on_256_bit_units`], AMD Zen 4). There, with
-/// OpenBLAS's `Cooperlake` kernels, the f32 step measured 0.90–0.93× its floor at 1024–2048 ×
-/// 256 × 256 and 2048 × 384 × 384, 0.69–0.70× at 512 × 256 × 256, and 0.70–0.77× wherever that
-/// process's OpenBLAS ran in its slow mode (README, "On an AVX-512 machine (AMD Zen 4)"); on
-/// Zen 5, with full-width AVX-512 units, 0.89–1.06×. The environment variable
+/// OpenBLAS's `Cooperlake` kernels, the f32 step measured 0.87–0.93× its floor at 512–2048 ×
+/// 256 × 256 and 1024–2048 × 384 × 384, and 0.69–0.77× wherever that process's OpenBLAS ran in
+/// its slow mode (README, "The small-batch engine"); on Zen 5, with full-width AVX-512 units,
+/// 0.89–1.06×. The environment variable
 /// `AFFINE_BLAS_XSMM_F32_LARGE_BATCH` (`1` or `0`, read at first use) sets the `f32` answer
 /// instead, for comparisons and for tests of the path on any CPU.
 pub fn large_batch_regime<T: Element>() -> bool {

@@ -89,7 +89,10 @@ pub enum Product {
 ///   the step measured 0.80–0.98× its floor at batch 96–128 (256 × 256 to 4096 × 1024 weights),
 ///   against 0.95–1.10× with the engine's forward followed by OpenBLAS's backward (the two pools
 ///   meeting in each step). At 256 the mixed step held (0.97–0.99×; both on the engine
-///   1.05–1.10×).
+///   1.05–1.10×). Where AVX-512 runs on 256-bit units ([`avx512_on_256_bit_units`], AMD Zen 4)
+///   the f32 backward goes on to batch 256: there it measured 0.76–0.95× its floor at 192 and
+///   256 × 1024 × 1024, 256 × 512 × 512 and 256 × 2048 × 512 against OpenBLAS's 1.00–1.05×
+///   (three runs each; one tie, 1.02 against 1.01), and 1.03× against 1.01× at 512.
 /// - **The engine's wider** (AVX-512 against OpenBLAS's AVX2 kernels: a user's
 ///   `OPENBLAS_CORETYPE=Haswell` on Zen 5): the whole step measured 0.5–0.65× OpenBLAS's up to
 ///   batch 512.
@@ -117,6 +120,7 @@ pub fn max_batch<T: Element>(product: Product, (rows, cols): (usize, usize)) -> 
         (Vectors::EngineWider, _, _) => 512,
         (Vectors::BothAvx512, Product::Forward, "f32") => 256,
         (Vectors::BothAvx512, Product::Forward, _) => 384,
+        (Vectors::BothAvx512, Product::Backward, "f32") if avx512_on_256_bit_units() => 256,
         (Vectors::BothAvx512, Product::Backward, "f32") => 128,
         (Vectors::BothAvx512, Product::Backward, _) => 256,
         (Vectors::Same, _, _) if bytes <= SAME_VECTORS_SMALL_W_BYTES => 2048,
@@ -202,6 +206,12 @@ pub fn large_batch_regime<T: Element>() -> bool {
 /// Zen 5 (family 26) has full-width units; Intel's AVX-512 cores are not counted here
 /// (unmeasured).
 pub fn avx512_on_256_bit_units() -> bool {
+    // asked on every layer call, and CPUID traps to the hypervisor in a VM
+    static HALVES: OnceLock<bool> = OnceLock::new();
+    *HALVES.get_or_init(cpu_runs_avx512_in_halves)
+}
+
+fn cpu_runs_avx512_in_halves() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::__cpuid;

@@ -74,8 +74,8 @@ fn steady_state_allocates_nothing() {
     // kernels: small, medium, over one reduction chunk (600 rows), batch-1 slices whose
     // length-1 axis ndarray gives stride 0, below and above the GEMV cutoff of OpenBLAS's
     // AVX-512 cores, and narrow layers the engine runs on one thread (37 × 64 × 64) or splits
-    // (600 × 20 × 1100); inside rayon's pool (from outside it rayon's job queue allocates now and then: see the end)
-    // (every worker of the pool started first: a starting thread allocates, and the counter
+    // (600 × 20 × 1100); inside rayon's pool (from outside it rayon's job queue allocates now
+    // and then: see the end) (every worker of the pool started first: a starting thread allocates, and the counter
     // counts every thread)
     rayon::broadcast(|_| ());
     affine_blas::threads::run(kernel_allocations);
@@ -91,8 +91,8 @@ fn steady_state_allocates_nothing() {
     assert_eq!(narrow, 0, "narrow engine steps from outside the pool");
 
     // an f64 layer at a batch the engine splits by rows (dw summed per thread in scratch); the
-    // same in f32 at a batch the engine takes where both sides run AVX2 (OpenBLAS's GEMMs
-    // elsewhere: nothing to allocate either way); batch 1 with a dw (2.9 MB) that the outer
+    // same in f32 at a batch the engine takes where both sides run AVX2 or on Zen 4
+    // (OpenBLAS's GEMMs elsewhere: nothing to allocate either way); batch 1 with a dw (2.9 MB) that the outer
     // product writes in blocks on rayon's threads
     assert_eq!(
         pool_step_allocations::<f64>(512, 256, 256),

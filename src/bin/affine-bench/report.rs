@@ -169,17 +169,15 @@ fn engine_state() -> String {
                 xsmm::large_batch_regime::<f32>(),
                 xsmm::large_batch_regime::<f64>(),
             ) {
-                (false, false) => String::new(),
-                (f32, f64) => format!(
-                    " ({}: at any batch of twice the larger side where w has {} KB or less)",
-                    match (f32, f64) {
-                        (true, true) => "f32 and f64",
-                        (true, false) => "f32",
-                        _ => "f64",
-                    },
-                    xsmm::LARGE_BATCH_MAX_BYTES / 1024
-                ),
-            },
+                (true, true) => Some("f32 and f64"),
+                (true, false) => Some("f32"),
+                (false, true) => Some("f64"),
+                (false, false) => None,
+            }
+            .map_or_else(String::new, |dtypes| format!(
+                " ({dtypes}: at any batch of twice the larger side where w has {} KB or less)",
+                xsmm::LARGE_BATCH_MAX_BYTES / 1024
+            )),
             xsmm::NARROW_MIN_WEIGHT,
             xsmm::NARROW_MIN_BATCH,
             xsmm::NARROW_MIN_WORK,
